@@ -1,0 +1,147 @@
+"""Decoder building blocks: RMSNorm, GQA attention (segment ids, KV cache, optional q/k norm), SwiGLU MLP.
+
+Parameters keep the Hugging Face layout: ``q_proj.kernel`` is HF ``q_proj.weight`` transposed
+(``[hidden, heads * head_dim]``), the query is unscaled, RoPE is the half rotation. Every parameter
+is created with logical axis names (see ``logos_jax.sharding``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from logos_jax.config import ModelConfig
+from logos_jax.model.rope import apply_rope
+
+KERNEL_INIT = nn.initializers.normal(stddev=0.02)
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def dtype_of(name: str) -> Any:
+    return jnp.dtype(name)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last axis, computed in float32 like transformers, output in ``dtype``."""
+
+    eps: float
+    dtype: Any
+    param_dtype: Any
+    axis_name: str = "norm"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return scale.astype(self.dtype) * normed.astype(self.dtype)
+
+
+class Dense(nn.Module):
+    """``y = x @ kernel`` with ``kernel [in, out]`` (HF ``weight`` transposed), no bias."""
+
+    features: int
+    axes: tuple[str, str]
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(KERNEL_INIT, self.axes),
+            (x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+def attention_mask(
+    q_segment: jnp.ndarray, kv_segment: jnp.ndarray, q_index: jnp.ndarray, kv_index: jnp.ndarray
+) -> jnp.ndarray:
+    """``[batch, 1, 1, q, kv]`` bool: same segment and causal (packed documents never see each other).
+
+    q_segment ``[batch, q]``, kv_segment ``[batch, kv]`` (0 = padding / empty cache slot),
+    q_index ``[q]`` and kv_index ``[kv]`` are slot indices in the (cached) sequence.
+    """
+    same = q_segment[:, :, None] == kv_segment[:, None, :]
+    causal = kv_index[None, None, :] <= q_index[None, :, None]
+    return (same & causal)[:, None, None, :, :]
+
+
+class Attention(nn.Module):
+    """Grouped-query attention. With ``cache=(k, v)`` the new keys/values are written at ``cache_index``."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jnp.ndarray,
+        cos: jnp.ndarray,
+        sin: jnp.ndarray,
+        mask: jnp.ndarray,
+        cache: tuple[jnp.ndarray, jnp.ndarray] | None,
+        cache_index: jnp.ndarray | None,
+    ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray] | None]:
+        cfg = self.config
+        dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
+        batch, seq, _ = x.shape
+        heads, kv_heads, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+
+        def proj(name: str, n: int, axis: str) -> jnp.ndarray:
+            out = Dense(n * hd, ("embed", axis), dtype, pdtype, name=name)(x)
+            return out.reshape(batch, seq, n, hd)
+
+        q = proj("q_proj", heads, "q_heads")
+        k = proj("k_proj", kv_heads, "kv_heads")
+        v = proj("v_proj", kv_heads, "kv_heads")
+        if cfg.qk_norm:
+            q = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="q_norm")(q)
+            k = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="k_norm")(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        new_cache = None
+        if cache is not None:
+            k_cache, v_cache = cache
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
+            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
+            new_cache = (k, v)
+
+        # [batch, q, kv_heads, group, head_dim] x [batch, kv, kv_heads, head_dim]
+        q = q.reshape(batch, seq, kv_heads, heads // kv_heads, hd)
+        scores = jnp.einsum(
+            "bqkgd,btkd->bkgqt", q, k.astype(dtype), preferred_element_type=jnp.float32
+        ) * (hd**-0.5)
+        scores = jnp.where(mask, scores, MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        out = jnp.einsum("bkgqt,btkd->bqkgd", probs, v.astype(dtype))
+        out = out.reshape(batch, seq, heads * hd)
+        return Dense(cfg.hidden_size, ("q_heads", "embed"), dtype, pdtype, name="o_proj")(
+            out
+        ), new_cache
+
+
+class MLP(nn.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        cfg = self.config
+        dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
+        gate = Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, pdtype, name="gate_proj")(x)
+        up = Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, pdtype, name="up_proj")(x)
+        return Dense(cfg.hidden_size, ("mlp", "embed"), dtype, pdtype, name="down_proj")(
+            nn.silu(gate) * up
+        )
