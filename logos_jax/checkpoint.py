@@ -1,0 +1,134 @@
+"""Model checkpoints on disk: ``model_config.yaml`` + an Orbax ``params/`` tree (+ tokenizer files).
+
+The same layout is written by ``logos convert hf2jax`` and read by training (``init_from``), sampling and
+``jax2hf``. A training run directory is accepted too: its latest committed step's ``params`` item is used.
+Restores always go through an explicit abstract target, so a checkpoint saved on one mesh loads onto
+any other (each device reads only its shards).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+
+from logos_jax.config import ModelConfig, load_model_config, save_model_config
+from logos_jax.errors import LogosError
+from logos_jax.model import abstract_params
+from logos_jax.sharding import DEFAULT_RULES, Rules
+
+MODEL_CONFIG = "model_config.yaml"
+PARAMS = "params"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
+    """Copy the tokenizer files present in ``src`` to ``dst``; returns their names."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
+            copied.append(name)
+    return copied
+
+
+def save_params(path: Path, params: Any) -> None:
+    """Write a params tree (jax or numpy arrays) as an Orbax checkpoint at ``path`` (must not exist)."""
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(Path(path).absolute(), params)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+
+
+def restore_params(path: Path, target: Any) -> Any:
+    """Restore ``path`` onto ``target`` (a tree of ShapeDtypeStruct with shardings)."""
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        return checkpointer.restore(Path(path).absolute(), target)
+    except FileNotFoundError:
+        raise LogosError(f"{path}: no Orbax checkpoint here") from None
+    finally:
+        checkpointer.close()
+
+
+def save_model(
+    out_dir: Path, config: ModelConfig, params: Any, tokenizer_dir: Path | None = None
+) -> Path:
+    """Write a complete model folder atomically (temp dir in the same parent, then rename)."""
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists():
+        raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        save_params(tmp / PARAMS, params)
+        save_model_config(config, tmp / MODEL_CONFIG)
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(tokenizer_dir, tmp)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _latest_step_dir(checkpoints: Path) -> Path:
+    steps = sorted(
+        (int(p.name), p)
+        for p in checkpoints.iterdir()
+        if p.name.isdigit() and (p / PARAMS).is_dir()
+        # Orbax writes a commit marker only once a step is complete.
+        and ((p / "_CHECKPOINT_METADATA").exists() or (p / "commit_success.txt").exists())
+    )
+    if not steps:
+        raise LogosError(f"{checkpoints}: no complete checkpoint step")
+    return steps[-1][1]
+
+
+def resolve_model_dir(path: str | Path) -> tuple[Path, Path]:
+    """(folder holding ``model_config.yaml``, Orbax params dir) for a model folder or a run dir."""
+    path = Path(path)
+    if not path.exists():
+        raise LogosError(f"{path}: no such checkpoint folder")
+    if (path / PARAMS).is_dir() and (path / MODEL_CONFIG).is_file():
+        return path, path / PARAMS
+    if (path / "checkpoints").is_dir() and (path / MODEL_CONFIG).is_file():
+        return path, _latest_step_dir(path / "checkpoints") / PARAMS
+    if (path / PARAMS).is_dir() and (path.parent.parent / MODEL_CONFIG).is_file():
+        return path.parent.parent, path / PARAMS  # a step dir inside <run>/checkpoints/
+    raise LogosError(
+        f"{path}: not a logos_jax checkpoint (expected {MODEL_CONFIG} and {PARAMS}/, or a training "
+        "run dir); convert a Hugging Face folder first with `logos convert hf2jax`"
+    )
+
+
+def load_model(
+    path: str | Path,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+    param_dtype: str | None = None,
+) -> tuple[ModelConfig, Any]:
+    """Load (config, params) directly sharded onto ``mesh`` (default: a 1-device mesh on device 0)."""
+    from logos_jax.sharding import MeshConfig, make_mesh
+
+    model_dir, params_dir = resolve_model_dir(path)
+    config = load_model_config(model_dir / MODEL_CONFIG)
+    mesh = mesh or make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
+    target = abstract_params(config, mesh, rules)
+    if param_dtype is not None:
+        config = config.replace(param_dtype=param_dtype)
+        target = jax.tree.map(
+            lambda t: jax.ShapeDtypeStruct(t.shape, param_dtype, sharding=t.sharding), target
+        )
+    return config, restore_params(params_dir, target)

@@ -1,0 +1,110 @@
+"""logos model folder (or training run) -> Hugging Face folder loadable by transformers 5.
+
+Writes ``config.json`` (transformers-5 layout), safetensors shards + ``model.safetensors.index.json``
+(a single ``model.safetensors`` when it fits one shard), and the tokenizer files. Bytes are copied
+unchanged, so HF -> JAX -> HF is bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from logos_jax.checkpoint import (
+    MODEL_CONFIG,
+    copy_tokenizer_files,
+    resolve_model_dir,
+    restore_params,
+)
+from logos_jax.config import load_model_config
+from logos_jax.convert.name_map import get_path, hf_tensors
+from logos_jax.errors import LogosError
+from logos_jax.model import abstract_params
+from logos_jax.sharding import MeshConfig, make_mesh
+
+DEFAULT_SHARD_BYTES = 2 * 1024**3
+
+
+def _plan_shards(sizes: list[int], max_bytes: int) -> list[list[int]]:
+    """Greedy split of tensor indices into shards of at most ``max_bytes`` (one tensor may exceed)."""
+    shards: list[list[int]] = [[]]
+    used = 0
+    for i, size in enumerate(sizes):
+        if shards[-1] and used + size > max_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(i)
+        used += size
+    return shards
+
+
+def jax_to_hf(
+    ckpt: str | Path,
+    out_dir: str | Path,
+    *,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: bool = True,
+) -> Path:
+    """Export ``ckpt`` (a model folder or a training run dir) to an HF folder at ``out_dir``."""
+    from logos_jax.convert.safetensors_io import write_safetensors
+
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists():
+        raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
+    model_dir, params_dir = resolve_model_dir(ckpt)
+    config = load_model_config(model_dir / MODEL_CONFIG)
+    mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
+    params = restore_params(params_dir, abstract_params(config, mesh))
+
+    names = list(hf_tensors(config))
+    sizes = [
+        int(np.prod(get_path(params, e.path).shape[1 if i is not None else 0 :]))
+        * get_path(params, e.path).dtype.itemsize
+        for _, e, i in names
+    ]
+    shards = _plan_shards(sizes, max_shard_bytes)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        weight_map = {}
+        bar = tqdm(total=len(names), desc="jax2hf", unit="tensor", disable=not progress)
+        for k, shard in enumerate(shards):
+            file = (
+                "model.safetensors"
+                if len(shards) == 1
+                else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+            )
+            tensors = []
+            for idx in shard:
+                name, entry, layer = names[idx]
+                leaf = get_path(params, entry.path)
+                arr = np.asarray(leaf[layer] if layer is not None else leaf)
+                tensors.append((name, np.ascontiguousarray(arr.T if entry.transpose else arr)))
+                weight_map[name] = file
+            write_safetensors(tmp / file, tensors)
+            bar.update(len(shard))
+        bar.close()
+        if len(shards) > 1:
+            index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2))
+        copy_tokenizer_files(model_dir, tmp)
+        if not (tmp / "generation_config.json").exists():
+            generation = {
+                k: v
+                for k, v in config.to_hf().items()
+                if k in ("bos_token_id", "eos_token_id", "pad_token_id") and v is not None
+            }
+            (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,168 @@
+"""Streaming safetensors reader/writer: one tensor at a time, bf16 via ml_dtypes, precise errors.
+
+We parse the format ourselves (8-byte header length, JSON header, raw little-endian data) so that a
+tensor is read straight into its destination buffer (no framework copy, no bf16 -> fp32 upcast), and
+so that a truncated or corrupt file is reported with its name and the tensor concerned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from logos_jax.errors import LogosError
+
+DTYPES: dict[str, np.dtype] = {
+    "F32": np.dtype(np.float32),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F16": np.dtype(np.float16),
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+HF_DTYPE = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: file, dtype code, shape, byte range in the data section."""
+
+    file: Path
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse one file's header; LogosError for a truncated/corrupt file or an unsupported dtype."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise LogosError(f"{path}: truncated or corrupt safetensors file (shorter than 8 bytes)")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > MAX_HEADER or 8 + header_len > size:
+            raise LogosError(
+                f"{path}: truncated or corrupt safetensors file (header of {header_len} bytes "
+                f"does not fit in a {size}-byte file)"
+            )
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise LogosError(
+                f"{path}: truncated or corrupt safetensors file (bad header: {err})"
+            ) from None
+    base = 8 + header_len
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = entry.get("dtype")
+        if dtype not in DTYPES:
+            raise LogosError(
+                f"{path}: tensor {name!r} has dtype {dtype}; supported: {', '.join(DTYPES)}"
+            )
+        start, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        info = TensorInfo(path, name, dtype, shape, base + start, base + end)
+        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+        if info.nbytes != expected:
+            raise LogosError(
+                f"{path}: corrupt safetensors file: tensor {name!r} has {info.nbytes} bytes, "
+                f"expected {expected} for shape {list(shape)} {dtype}"
+            )
+        if info.end > size:
+            raise LogosError(
+                f"{path}: truncated safetensors file: tensor {name!r} ends at byte {info.end} "
+                f"but the file has {size} bytes"
+            )
+        tensors[name] = info
+    return tensors
+
+
+def checkpoint_files(hf_dir: Path) -> list[Path]:
+    """The safetensors files of an HF folder (single file, or the shards named by the index)."""
+    hf_dir = Path(hf_dir)
+    index = hf_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as err:
+            raise LogosError(f"{index}: not a valid safetensors index ({err})") from None
+        files = sorted({hf_dir / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise LogosError(f"{index}: names shard files that are missing: {missing}")
+        return files
+    single = hf_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    found = sorted(hf_dir.glob("*.safetensors"))
+    if found:
+        return found
+    raise LogosError(
+        f"{hf_dir}: no model.safetensors or model.safetensors.index.json (PyTorch .bin "
+        "checkpoints are not supported: re-save with safe_serialization=True)"
+    )
+
+
+def index_tensors(hf_dir: Path) -> dict[str, TensorInfo]:
+    """Every tensor of an HF folder, by name, across all shards."""
+    tensors: dict[str, TensorInfo] = {}
+    for file in checkpoint_files(hf_dir):
+        for name, info in read_header(file).items():
+            if name in tensors:
+                raise LogosError(f"{file}: tensor {name!r} also appears in {tensors[name].file}")
+            tensors[name] = info
+    return tensors
+
+
+def read_into(info: TensorInfo, out: np.ndarray) -> np.ndarray:
+    """Read ``info`` into the contiguous buffer ``out`` (same dtype and size); returns ``out``."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    with open(info.file, "rb") as f:
+        f.seek(info.start)
+        got = f.readinto(view)
+    if got != info.nbytes:
+        raise LogosError(f"{info.file}: truncated while reading tensor {info.name!r}")
+    return out
+
+
+def read_tensor(info: TensorInfo) -> np.ndarray:
+    return read_into(info, np.empty(info.shape, DTYPES[info.dtype]))
+
+
+def write_safetensors(path: Path, tensors: Iterator[tuple[str, np.ndarray]] | list) -> None:
+    """Write named arrays as one safetensors file, streaming data tensor by tensor."""
+    tensors = list(tensors)
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, arr in tensors:
+        header[name] = {
+            "dtype": DTYPE_NAMES[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        offset += arr.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # align the data section like the reference writer
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for _, arr in tensors:
+            f.write(memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
+    os.replace(tmp, path)
