@@ -16,8 +16,14 @@ from logos_jax.errors import LogosError
 # name -> (module, one-line help). Order is the order shown in ``logos --help``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("logos_jax.demo", "run the whole system end to end on the bundled mini corpus"),
-    "grammar": ("logos_jax.grammar.commands", "encode raw records to grammar sequences, parse them back"),
-    "tokenizer": ("logos_jax.tokenizer_commands", "train a tokenizer or add the grammar tags to one"),
+    "grammar": (
+        "logos_jax.grammar.commands",
+        "encode raw records to grammar sequences, parse them back",
+    ),
+    "tokenizer": (
+        "logos_jax.tokenizer_commands",
+        "train a tokenizer or add the grammar tags to one",
+    ),
     "data": ("logos_jax.data.commands", "build a tokenized ArrayRecord corpus from raw sources"),
     "train": ("logos_jax.train.commands", "pretrain, continue pretraining or fine-tune (SFT)"),
     "convert": ("logos_jax.convert.commands", "convert checkpoints between Hugging Face and JAX"),
@@ -26,31 +32,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``logos`` parser; only ``command``'s module is imported (``None``: all of them)."""
     parser = argparse.ArgumentParser(
         prog="logos",
         description="LOGOS in JAX: build the grammar corpus, train, convert HF <-> JAX, sample, evaluate.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        cmd = sub.add_parser(
-            name,
-            help=help_text,
-            description=(module.__doc__ or help_text).strip().splitlines()[0],
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        module.register(cmd)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if command is None or name == command:
+            module = importlib.import_module(module_name)
+            cmd.description = (module.__doc__ or help_text).strip()
+            cmd.formatter_class = argparse.RawDescriptionHelpFormatter
+            module.register(cmd)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
         # A command group called without its subcommand: show that group's help.
-        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        parser.parse_args([*argv, "--help"])
         return 2
     try:
         return int(func(args) or 0)

@@ -6,6 +6,7 @@ Reads tensor by tensor straight into the stacked destination arrays in the check
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,30 @@ from tqdm import tqdm
 
 from logos_jax.checkpoint import save_model
 from logos_jax.config import ModelConfig, read_json
-from logos_jax.convert.name_map import IGNORED_SUFFIXES, get_path, hf_shape, hf_tensors, set_path
+from logos_jax.convert.name_map import (
+    IGNORED_SUFFIXES,
+    get_path,
+    hf_shape,
+    hf_tensors,
+    param_table,
+    set_path,
+)
+from logos_jax.convert.resize import check_growth, resize_rows
 from logos_jax.convert.safetensors_io import DTYPES, HF_DTYPE, TensorInfo, index_tensors, read_into
 from logos_jax.errors import LogosError
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """Same-size unsigned-int view: numpy's fast strided copy (bf16 has no fast path of its own)."""
+    return array.view(np.dtype(f"u{array.dtype.itemsize}"))
+
+
+def transpose_into(dst: np.ndarray, src: np.ndarray, tile: int = 256) -> None:
+    """``dst[...] = src.T`` for 2-D arrays, tile by tile (5x faster than numpy's strided copy)."""
+    rows, cols = src.shape
+    for i in range(0, rows, tile):
+        for j in range(0, cols, tile):
+            dst[j : j + tile, i : i + tile] = src[i : i + tile, j : j + tile].T
 
 
 def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Path) -> None:
@@ -29,9 +51,7 @@ def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Pa
         )
     ignorable = {"lm_head.weight"} if config.tie_embeddings else set()
     extra = sorted(
-        n
-        for n in set(tensors) - expected - ignorable
-        if not n.endswith(IGNORED_SUFFIXES)
+        n for n in set(tensors) - expected - ignorable if not n.endswith(IGNORED_SUFFIXES)
     )
     if extra:
         raise LogosError(
@@ -40,53 +60,109 @@ def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Pa
         )
 
 
-def load_hf_params(
+def iter_hf_params(
     hf_dir: Path, config: ModelConfig, progress: bool = True
-) -> dict[str, dict]:
-    """Read every tensor of ``hf_dir`` into a params tree of numpy arrays (dtype: param_dtype)."""
+) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+    """Yield ``(path, array)`` for each JAX parameter of ``hf_dir`` as soon as it is complete.
+
+    Per-layer tensors are read straight into their slice of the stacked array (transposed through
+    a one-tensor buffer), in the dtype of ``config.param_dtype``. Only one parameter is alive at a time.
+    """
     from logos_jax.model import abstract_params
 
     tensors = index_tensors(hf_dir)
     _check_names(config, tensors, hf_dir)
     dtype = np.dtype(DTYPES[{v: k for k, v in HF_DTYPE.items()}[config.param_dtype]])
     shapes = abstract_params(config)
-    params: dict = {}
-    names = list(hf_tensors(config))
-    for name, entry, layer in tqdm(
-        names, desc="hf2jax", unit="tensor", disable=not progress, dynamic_ncols=True
-    ):
-        info = tensors[name]
+    bar = tqdm(
+        total=sum(1 for _ in hf_tensors(config)),
+        desc="hf2jax",
+        unit="tensor",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for entry in param_table(config):
         jax_shape = get_path(shapes, entry.path).shape
         want = hf_shape(entry, jax_shape)
-        if info.shape != want:
-            raise LogosError(
-                f"{info.file}: tensor {name!r} has shape {list(info.shape)} but config.json "
-                f"implies {list(want)}"
-            )
-        try:
-            dest = get_path(params, entry.path)
-        except KeyError:
-            dest = np.empty(jax_shape, dtype)
-            set_path(params, entry.path, dest)
-        target = dest[layer] if layer is not None else dest
-        if entry.transpose or DTYPES[info.dtype] != dtype:
-            buffer = read_into(info, np.empty(info.shape, DTYPES[info.dtype]))
-            target[...] = (buffer.T if entry.transpose else buffer).astype(dtype, copy=False)
-        else:
-            read_into(info, target)
+        dest = np.empty(jax_shape, dtype)
+        layers = range(config.num_layers) if entry.per_layer else [None]
+        for layer in layers:
+            name = entry.hf_name.format(i=layer)
+            info = tensors[name]
+            if info.shape != want:
+                raise LogosError(
+                    f"{info.file}: tensor {name!r} has shape {list(info.shape)} but config.json "
+                    f"implies {list(want)}"
+                )
+            target = dest[layer] if layer is not None else dest
+            if DTYPES[info.dtype] != dtype:
+                buffer = read_into(info, np.empty(info.shape, DTYPES[info.dtype]))
+                target[...] = (buffer.T if entry.transpose else buffer).astype(dtype)
+            elif entry.transpose:
+                buffer = read_into(info, np.empty(info.shape, dtype))
+                transpose_into(_bits(target), _bits(buffer))
+            else:
+                read_into(info, target)
+            bar.update()
+        yield entry.path, dest
+    bar.close()
+
+
+def load_hf_params(hf_dir: Path, config: ModelConfig, progress: bool = True) -> dict:
+    """All parameters of ``hf_dir`` as a params tree of numpy arrays."""
+    params: dict = {}
+    for path, value in iter_hf_params(hf_dir, config, progress):
+        set_path(params, path, value)
     return params
 
 
-def hf_to_jax(hf_dir: str | Path, out_dir: str | Path, *, progress: bool = True) -> Path:
-    """Convert an HF Llama/Qwen3 folder into a logos model folder at ``out_dir`` (atomic)."""
+def _with_resized_vocab(
+    leaves: Iterator[tuple[tuple[str, ...], np.ndarray]],
+    old_vocab: int,
+    new_vocab: int,
+    new_ids: list[int],
+) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+    """Pass leaves through, growing the embedding (and untied LM head) for added tokens."""
+    reset = [i for i in new_ids if i < old_vocab]
+    for path, value in leaves:
+        if path[0] == "embed_tokens":
+            value = resize_rows(value, new_vocab, reset, old_vocab)
+        elif path[0] == "lm_head":
+            value = np.ascontiguousarray(resize_rows(value.T, new_vocab, reset, old_vocab).T)
+        yield path, value
+
+
+def hf_to_jax(
+    hf_dir: str | Path, out_dir: str | Path, *, add_tags: bool = False, progress: bool = True
+) -> Path:
+    """Convert an HF Llama/Qwen3 folder into a logos model folder at ``out_dir`` (atomic).
+
+    ``add_tags`` adds the grammar tags to the tokenizer and mean-initialises their embeddings.
+    """
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise LogosError(f"{hf_dir}: no such folder")
-    config = ModelConfig.from_hf(read_json(hf_dir / "config.json"), source=str(hf_dir / "config.json"))
+    config = ModelConfig.from_hf(
+        read_json(hf_dir / "config.json"), source=str(hf_dir / "config.json")
+    )
     generation = hf_dir / "generation_config.json"
     if generation.is_file():
         eos = read_json(generation).get("eos_token_id")
         if eos is not None:
             config = config.replace(eos_token_id=tuple(eos) if isinstance(eos, list) else eos)
-    params = load_hf_params(hf_dir, config, progress)
-    return save_model(Path(out_dir), config, params, tokenizer_dir=hf_dir)
+    if Path(out_dir).exists():
+        raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
+    leaves = iter_hf_params(hf_dir, config, progress)
+    tokenizer = None
+    if add_tags:
+        from logos_jax.tokenizer import LogosTokenizer, add_grammar_tags
+
+        tokenizer, added = add_grammar_tags(LogosTokenizer.load(hf_dir))
+        new_ids = [tokenizer.token_id(tag) for tag in added]
+        vocab = max(config.vocab_size, tokenizer.vocab_size)
+        check_growth(config, vocab)
+        leaves = _with_resized_vocab(leaves, config.vocab_size, vocab, new_ids)
+        config = config.replace(vocab_size=vocab)
+        if progress:
+            print(f"adding {len(added)} grammar tags; vocabulary {vocab} rows")
+    return save_model(Path(out_dir), config, leaves, tokenizer_dir=hf_dir, tokenizer=tokenizer)

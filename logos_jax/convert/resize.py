@@ -17,7 +17,7 @@ from logos_jax.config import ModelConfig
 from logos_jax.errors import LogosError
 
 
-def _resize_rows(table: Any, new_rows: int, reset: Sequence[int], old_rows: int) -> Any:
+def resize_rows(table: Any, new_rows: int, reset: Sequence[int], old_rows: int) -> Any:
     """``table [rows, d]`` -> ``[new_rows, d]`` with appended and ``reset`` rows = mean of the old."""
     xp = np if isinstance(table, np.ndarray) else jnp
     keep = [i for i in range(min(old_rows, table.shape[0])) if i not in set(reset)]
@@ -35,6 +35,13 @@ def _resize_rows(table: Any, new_rows: int, reset: Sequence[int], old_rows: int)
     return table
 
 
+def check_growth(config: ModelConfig, new_vocab_size: int) -> None:
+    if new_vocab_size < config.vocab_size:
+        raise LogosError(
+            f"cannot shrink the vocabulary from {config.vocab_size} to {new_vocab_size} rows"
+        )
+
+
 def resize_embeddings(
     params: dict, config: ModelConfig, new_vocab_size: int, new_token_ids: Sequence[int] = ()
 ) -> tuple[dict, ModelConfig]:
@@ -43,17 +50,14 @@ def resize_embeddings(
     ``new_token_ids`` are ids of tokens just added to the tokenizer; ids at or beyond the current
     vocab are initialised anyway. Shrinking is refused.
     """
-    if new_vocab_size < config.vocab_size:
-        raise LogosError(
-            f"cannot shrink the vocabulary from {config.vocab_size} to {new_vocab_size} rows"
-        )
+    check_growth(config, new_vocab_size)
     reset = [i for i in new_token_ids if i < config.vocab_size]
     out = dict(params)
     embed = params["embed_tokens"]["embedding"]
     out["embed_tokens"] = {
-        "embedding": _resize_rows(embed, new_vocab_size, reset, config.vocab_size)
+        "embedding": resize_rows(embed, new_vocab_size, reset, config.vocab_size)
     }
     if not config.tie_embeddings:
         head = params["lm_head"]["kernel"]  # [hidden, vocab]
-        out["lm_head"] = {"kernel": _resize_rows(head.T, new_vocab_size, reset, config.vocab_size).T}
+        out["lm_head"] = {"kernel": resize_rows(head.T, new_vocab_size, reset, config.vocab_size).T}
     return out, config.replace(vocab_size=new_vocab_size)

@@ -52,7 +52,9 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise LogosError(f"{path}: truncated or corrupt safetensors file (shorter than 8 bytes)")
+            raise LogosError(
+                f"{path}: truncated or corrupt safetensors file (shorter than 8 bytes)"
+            )
         (header_len,) = struct.unpack("<Q", raw)
         if header_len > MAX_HEADER or 8 + header_len > size:
             raise LogosError(

@@ -1,0 +1,193 @@
+"""Conversion: HF -> JAX -> HF bit identity, sharded/bf16/fp16 inputs, precise errors, resize, CLI."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from logos_jax.cli import main
+from logos_jax.config import ModelConfig, load_model_config
+from logos_jax.convert import hf_to_jax, jax_to_hf, resize_embeddings
+from logos_jax.convert.safetensors_io import index_tensors, read_tensor, write_safetensors
+from logos_jax.errors import LogosError
+from tests.hf_models import make_hf_model
+
+
+def all_tensors(folder):
+    return {name: read_tensor(info) for name, info in index_tensors(folder).items()}
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype"), [("llama", "bfloat16"), ("qwen3", "float16"), ("qwen3", "float32")]
+)
+def test_round_trip_bit_identical_sharded(kind, dtype, tmp_path):
+    make_hf_model(kind, tmp_path / "hf", dtype=dtype, max_shard_size="40KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    hf_to_jax(tmp_path / "hf", tmp_path / "jax", progress=False)
+    jax_to_hf(tmp_path / "jax", tmp_path / "back", max_shard_bytes=50_000, progress=False)
+    src, back = all_tensors(tmp_path / "hf"), all_tensors(tmp_path / "back")
+    assert sorted(src) == sorted(back)
+    for name, arr in src.items():
+        assert arr.dtype == back[name].dtype, name
+        assert arr.tobytes() == back[name].tobytes(), name
+    assert (tmp_path / "back" / "model.safetensors.index.json").is_file()
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["dtype"] == dtype
+
+
+def _rewrite(path, drop=(), add=()):
+    tensors = {n: read_tensor(i) for n, i in index_tensors(path.parent).items()}
+    for name in drop:
+        tensors.pop(name)
+    tensors.update(dict(add))
+    write_safetensors(path, list(tensors.items()))
+
+
+@pytest.fixture
+def hf_dir(tmp_path):
+    make_hf_model("qwen3", tmp_path / "hf")
+    return tmp_path / "hf"
+
+
+def _assert_fails(hf_dir, out, *fragments):
+    with pytest.raises(LogosError) as err:
+        hf_to_jax(hf_dir, out, progress=False)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp")]
+
+
+def test_missing_tensor(hf_dir, tmp_path):
+    _rewrite(hf_dir / "model.safetensors", drop=["model.layers.1.mlp.up_proj.weight"])
+    _assert_fails(hf_dir, tmp_path / "out", "missing tensor", "model.layers.1.mlp.up_proj.weight")
+
+
+def test_extra_tensor(hf_dir, tmp_path):
+    extra = ("model.layers.0.self_attn.extra.weight", np.zeros((2, 2), np.float32))
+    _rewrite(hf_dir / "model.safetensors", add=[extra])
+    _assert_fails(hf_dir, tmp_path / "out", "model.safetensors", "unexpected tensor", extra[0])
+
+
+def test_shape_mismatch(hf_dir, tmp_path):
+    config = json.loads((hf_dir / "config.json").read_text())
+    config["intermediate_size"] = 96
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    _assert_fails(
+        hf_dir, tmp_path / "out", "model.safetensors", "gate_proj.weight", "[128, 64]", "[96, 64]"
+    )
+
+
+def test_truncated_file(hf_dir, tmp_path):
+    path = hf_dir / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-1000])
+    _assert_fails(hf_dir, tmp_path / "out", "model.safetensors", "truncated")
+
+
+def test_corrupt_header(hf_dir, tmp_path):
+    path = hf_dir / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[8:12] = b"\xff\xfe{]"
+    path.write_bytes(bytes(data))
+    _assert_fails(hf_dir, tmp_path / "out", "model.safetensors", "corrupt")
+
+
+def test_unsupported_dtype(hf_dir, tmp_path):
+    header = {"model.norm.weight": {"dtype": "I8", "shape": [64], "data_offsets": [0, 64]}}
+    blob = json.dumps(header).encode()
+    (hf_dir / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(64))
+    _assert_fails(hf_dir, tmp_path / "out", "model.safetensors", "model.norm.weight", "I8")
+
+
+def test_unsupported_architecture():
+    mistral = {"architectures": ["MistralForCausalLM"], "sliding_window": 4096}
+    with pytest.raises(LogosError, match="MistralForCausalLM.*supported: LlamaForCausalLM"):
+        ModelConfig.from_hf(mistral)
+    qwen_moe = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "num_experts": 8,
+        "num_attention_heads": 4,
+    }
+    with pytest.raises(LogosError, match="mixture of experts"):
+        ModelConfig.from_hf(qwen_moe)
+
+
+def test_transformers4_and_5_config_layouts():
+    base = {
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": 128256,
+        "hidden_size": 2048,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 8192,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 131072,
+    }
+    scaling = {
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    v4 = {
+        **base,
+        "rope_theta": 500000.0,
+        "rope_scaling": {"rope_type": "llama3", **scaling},
+        "torch_dtype": "bfloat16",
+    }
+    v5 = {
+        **base,
+        "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", **scaling},
+        "dtype": "bfloat16",
+    }
+    a, b = ModelConfig.from_hf(v4), ModelConfig.from_hf(v5)
+    assert a == b
+    assert a.rope_scaling.factor == 32.0 and a.param_dtype == "bfloat16" and a.head_dim == 64
+    assert ModelConfig.from_hf(a.to_hf()) == a
+    preset = load_model_config("logos-1b")
+    assert preset.replace(param_dtype="bfloat16", compute_dtype="bfloat16") == a.replace(
+        bos_token_id=128000, eos_token_id=(128001, 128008, 128009), pad_token_id=128009
+    )
+
+
+def test_presets_load():
+    assert load_model_config("logos-8b").qk_norm
+    assert load_model_config("logos-3b").num_layers == 28
+    with pytest.raises(LogosError, match="available: .*tiny"):
+        load_model_config("logos-70b")
+
+
+def test_resize_embeddings_mean_rows():
+    rng = np.random.default_rng(0)
+    config = load_model_config("tiny").replace(vocab_size=10, tie_embeddings=False)
+    params = {
+        "embed_tokens": {"embedding": rng.normal(size=(10, 128)).astype(np.float32)},
+        "lm_head": {"kernel": rng.normal(size=(128, 10)).astype(np.float32)},
+    }
+    new, new_config = resize_embeddings(params, config, 13, new_token_ids=[9, 10, 11, 12])
+    emb, head = new["embed_tokens"]["embedding"], new["lm_head"]["kernel"]
+    assert emb.shape == (13, 128) and head.shape == (128, 13) and new_config.vocab_size == 13
+    mean = params["embed_tokens"]["embedding"][:9].mean(axis=0)
+    for row in (9, 10, 11, 12):
+        np.testing.assert_allclose(emb[row], mean, atol=1e-6)
+        np.testing.assert_allclose(
+            head[:, row], params["lm_head"]["kernel"][:, :9].mean(1), atol=1e-6
+        )
+    np.testing.assert_array_equal(emb[:9], params["embed_tokens"]["embedding"][:9])
+    with pytest.raises(LogosError, match="cannot shrink"):
+        resize_embeddings(params, config, 5)
+
+
+def test_cli_round_trip_and_errors(hf_dir, tmp_path, capsys):
+    assert main(["convert", "hf2jax", str(hf_dir), str(tmp_path / "jax")]) == 0
+    assert main(["convert", "jax2hf", str(tmp_path / "jax"), str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["convert", "hf2jax", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert main(["convert", "jax2hf", str(hf_dir), str(tmp_path / "y")]) == 2
+    assert "not a logos_jax checkpoint" in capsys.readouterr().err
