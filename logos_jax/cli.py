@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``logos`` parser; only ``command``'s module is imported (``None``: all of them)."""
+    """The ``logos`` parser; only ``command``'s module is imported (top-level help needs none)."""
     parser = argparse.ArgumentParser(
         prog="logos",
         description="LOGOS in JAX: build the grammar corpus, train, convert HF <-> JAX, sample, evaluate.",
@@ -41,7 +41,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        if command is None or name == command:
+        if name == command:
             module = importlib.import_module(module_name)
             cmd.description = (module.__doc__ or help_text).strip()
             cmd.formatter_class = argparse.RawDescriptionHelpFormatter

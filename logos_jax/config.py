@@ -234,7 +234,9 @@ class ModelConfig:
             "pad_token_id": self.pad_token_id,
         }
         if self.qk_norm:
-            hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=self.num_layers)
+            hf.update(
+                use_sliding_window=False, sliding_window=None, max_window_layers=self.num_layers
+            )
         else:
             hf["mlp_bias"] = False
         return hf

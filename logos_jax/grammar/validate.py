@@ -57,7 +57,10 @@ def smiles_problem(smiles: str) -> tuple[int, str] | None:
         if ch.isspace():
             return i, f"whitespace in SMILES at offset {i}"
         if ch in "<>":
-            return i, f"{ch!r} in SMILES at offset {i} (grammar tags and reaction arrows are not SMILES)"
+            return (
+                i,
+                f"{ch!r} in SMILES at offset {i} (grammar tags and reaction arrows are not SMILES)",
+            )
         if not ch.isascii() or not ch.isprintable():
             return i, f"character {ch!r} in SMILES at offset {i}"
     return None

@@ -27,9 +27,7 @@ __all__ = [
 
 def _boxed_shapes(config: ModelConfig) -> Any:
     dummy = jnp.zeros((1, 1), jnp.int32)
-    return jax.eval_shape(
-        lambda: Decoder(config).init(jax.random.key(0), dummy, dummy)["params"]
-    )
+    return jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), dummy, dummy)["params"])
 
 
 def logical_axes(config: ModelConfig) -> Any:

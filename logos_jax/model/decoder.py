@@ -64,7 +64,9 @@ class Block(nn.Module):
         cfg = self.config
         dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="input_layernorm")(x)
-        attn, new_cache = Attention(cfg, name="self_attn")(h, cos, sin, mask, layer_cache, cache_index)
+        attn, new_cache = Attention(cfg, name="self_attn")(
+            h, cos, sin, mask, layer_cache, cache_index
+        )
         x = x + attn
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="post_attention_layernorm")(x)
         return x + MLP(cfg, name="mlp")(h), new_cache
