@@ -191,3 +191,41 @@ def test_cli_round_trip_and_errors(hf_dir, tmp_path, capsys):
     assert "nowhere: no such folder" in capsys.readouterr().err
     assert main(["convert", "jax2hf", str(hf_dir), str(tmp_path / "y")]) == 2
     assert "not a logos_jax checkpoint" in capsys.readouterr().err
+
+
+def _word_tokenizer(folder, size):
+    """A small word-level tokenizer with no grammar tags (a 'base model' tokenizer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, size)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def test_hf2jax_add_tags_resizes_embeddings(tmp_path):
+    """Continued-pretraining start: a base checkpoint without tags gains them, rows = mean."""
+    from logos_jax.checkpoint import load_model
+    from logos_jax.grammar.tags import ALL_TAGS
+    from logos_jax.tokenizer import LogosTokenizer
+
+    model = make_hf_model("qwen3", tmp_path / "hf")  # vocab 256, untied
+    _word_tokenizer(tmp_path / "hf", 250)
+    hf_to_jax(tmp_path / "hf", tmp_path / "jax", add_tags=True, progress=False)
+    tokenizer = LogosTokenizer.load(tmp_path / "jax")
+    tokenizer.require_tags()
+    ids = sorted(tokenizer.tag_ids().values())
+    assert ids == list(range(250, 250 + len(ALL_TAGS)))
+    config, params = load_model(tmp_path / "jax")
+    assert config.vocab_size == 250 + len(ALL_TAGS)
+    emb = np.asarray(params["embed_tokens"]["embedding"])
+    head = np.asarray(params["lm_head"]["kernel"])
+    original = model.model.embed_tokens.weight.detach().numpy()
+    np.testing.assert_array_equal(emb[:250], original[:250])
+    for row in ids:  # rows 250..255 existed (unused ids) and are reset too
+        np.testing.assert_allclose(emb[row], original[:250].mean(0), atol=1e-6)
+        np.testing.assert_allclose(
+            head[:, row], model.lm_head.weight.detach().numpy()[:250].mean(0), atol=1e-6
+        )
+    decoded = tokenizer.decode(tokenizer.encode("<MoleculeS> w5 <MoleculeE>", add_bos=False))
+    assert "<MoleculeS>" in decoded and "<MoleculeE>" in decoded
