@@ -136,9 +136,10 @@ def test_export_loads_in_transformers_and_matches(converted):
 def test_bf16_logits_bound(kind, tmp_path):
     """bf16 weights and compute on both sides: differences come from bf16 rounding order only.
 
-    Bound reached: max |diff| <= 0.05 on logits of magnitude ~1 (bf16 has an 8-bit mantissa, relative
-    step 2^-8 = 0.004; two layers of bf16 matmuls/residual adds accumulate a few such steps, and XLA
-    and PyTorch round intermediate sums in a different order). The mean difference stays < 0.01.
+    Bound: max |diff| <= 0.02, mean < 2e-3 (measured: max 0.008 = one or two bf16 steps at the
+    logits' magnitude, mean 7e-4). bf16 keeps 8 mantissa bits, and XLA and PyTorch round the
+    intermediate sums of matmuls, norms and residual adds in a different order, so bit equality is
+    not attainable; the greedy test above pins exact agreement in fp32.
     """
     model = make_hf_model(kind, tmp_path / "hf", dtype="bfloat16")
     hf_to_jax(tmp_path / "hf", tmp_path / "jax", progress=False)
@@ -151,4 +152,4 @@ def test_bf16_logits_bound(kind, tmp_path):
         our_logits(config, params, tokens, mask, positions)[real]
         - hf_logits(model, tokens, mask, positions)[real]
     )
-    assert diff.max() <= 0.05 and diff.mean() < 0.01
+    assert diff.max() <= 0.02 and diff.mean() < 2e-3
