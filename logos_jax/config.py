@@ -19,7 +19,6 @@ from logos_jax.errors import LogosError
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen3ForCausalLM")
 DTYPES = ("float32", "bfloat16", "float16")
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-PACKAGE_CONFIGS = Path(__file__).resolve().parent / "assets" / "configs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,19 +252,19 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def find_preset(kind: str, name: str) -> Path:
-    """Resolve a preset name (``tiny``) or a YAML path to a file under ``configs/<kind>/``."""
+    """Resolve a preset name (``tiny``) or a YAML path to a file under ``configs/<kind>/``.
+
+    Presets live in the checkout's ``configs/`` (the package is installed editable from it).
+    """
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml"):
         if not candidate.is_file():
             raise LogosError(f"{kind} config {name!r}: file not found")
         return candidate
-    for root in (REPO_CONFIGS, PACKAGE_CONFIGS):
-        path = root / kind / f"{name}.yaml"
-        if path.is_file():
-            return path
-    available = sorted(
-        {p.stem for root in (REPO_CONFIGS, PACKAGE_CONFIGS) for p in (root / kind).glob("*.yaml")}
-    )
+    path = REPO_CONFIGS / kind / f"{name}.yaml"
+    if path.is_file():
+        return path
+    available = sorted(p.stem for p in (REPO_CONFIGS / kind).glob("*.yaml"))
     raise LogosError(f"unknown {kind} preset {name!r}; available: {', '.join(available)}")
 
 

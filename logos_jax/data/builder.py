@@ -1,0 +1,560 @@
+"""The corpus builder: raw sources -> grammar sequences -> token ids -> ArrayRecord shards + manifest.
+
+A data config (``configs/data/*.yaml``) names the tokenizer and the sources; each source is read in
+chunks of ``records_per_shard`` raw records. A chunk is the unit of work and of resumption: a worker
+process encodes every record with every layout of its source (``logos_jax.grammar.encode_record``),
+tokenizes, and writes that chunk's shards (one per split and modality it produced) and then a small
+``.work/<source>-NNNNN.json`` marker. A rerun after a kill skips chunks that have a marker, so
+finished shards are never redone; when all chunks are done the markers are merged into
+``manifest.json``, ``rejects.jsonl`` and ``heldout/*.jsonl`` and ``.work`` is removed.
+
+Determinism: a chunk's output depends only on its records, the seed and the config, never on the
+number of workers or on a previous interrupted run, so a resumed build is byte-identical to an
+uninterrupted one. The train/eval split is decided per raw record (all its layouts together) by a hash
+of the seed and the record's content (for structures: the file), so duplicates and the layouts of one
+complex never straddle the split. SMILES randomisation (``randomize_smiles``) draws from a generator
+seeded by (seed, source, record, layout).
+
+Bad records (a reader error, a ``GrammarError`` such as an invalid SMILES or a non-standard residue,
+a document over ``max_tokens`` tokens) are counted per modality and written to ``rejects.jsonl`` with
+the reason; they never stop the build.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from logos_jax.config import find_preset, load_yaml
+from logos_jax.data.corpus import (
+    FORMAT_VERSION,
+    HELDOUT_DIR,
+    LAYOUT_MODALITY,
+    MANIFEST,
+    MODALITIES,
+    REJECTS,
+    SPLITS,
+    TOKENIZER_DIR,
+    encode_document,
+    lengths_path,
+    sha256_file,
+    write_json_atomic,
+)
+from logos_jax.data.sources import FORMATS, RawRecord, read_source, structure_record
+from logos_jax.errors import LogosError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+WORK_DIR = ".work"
+BUNDLED_TOKENIZERS = ("qwen3", "llama3")
+# Held-out prompts written for the sampling tasks: layout -> the tag that ends the prompt.
+HELDOUT_TASKS = {"retro": "<ReverseReact>", "search": "<Search>", "complex2": "<MoleculeS>"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """One raw source: a file, its format (``sources.FORMATS``) and the layouts to encode it with."""
+
+    name: str
+    path: str
+    format: str
+    layouts: tuple[str, ...]
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    randomize_smiles: bool = False
+    eval_fraction: float | None = None
+    check_smiles: str | None = None
+    limit: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """A corpus build: ``tokenizer`` is ``residue`` (built into the corpus), ``qwen3``/``llama3``
+    (bundled, tags added) or a path to a tokenizer file or folder. ``check_smiles``: ``sanitize``
+    (every molecule block must parse and sanitise in RDKit), ``parse`` (parse only; MOF linkers often
+    do not sanitise) or ``off``; sources may override it."""
+
+    name: str
+    sources: tuple[SourceConfig, ...]
+    tokenizer: str = "residue"
+    seed: int = 0
+    eval_fraction: float = 0.05
+    records_per_shard: int = 2000
+    max_tokens: int = 4096
+    workers: int = 2
+    check_smiles: str = "sanitize"
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+
+_SOURCE_KEYS = {
+    "name",
+    "path",
+    "format",
+    "layouts",
+    "randomize_smiles",
+    "eval_fraction",
+    "check_smiles",
+    "limit",
+}
+SMILES_CHECKS = ("sanitize", "parse", "off")
+_OPTION_KEYS = {"template", "field", "fields", "cutoff", "contact_rule"}
+
+
+def _resolve_path(text: str, base: Path) -> str:
+    if text.startswith("{assets}"):
+        return str(ASSETS / text.removeprefix("{assets}").lstrip("/"))
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def build_config_from_dict(data: dict[str, Any], *, base: Path, source: str) -> BuildConfig:
+    """Validate a data config mapping; relative source paths resolve against ``base``."""
+    from logos_jax.grammar import LAYOUT_NAMES
+
+    known = {f.name for f in dataclasses.fields(BuildConfig)} - {"raw"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise LogosError(f"{source}: unknown data config keys {unknown}; known: {sorted(known)}")
+    if not data.get("sources"):
+        raise LogosError(f"{source}: the data config needs a non-empty 'sources' list")
+    sources = []
+    for i, s in enumerate(data["sources"]):
+        where = f"{source}: sources[{i}]"
+        bad = sorted(set(s) - _SOURCE_KEYS - _OPTION_KEYS)
+        if bad:
+            raise LogosError(
+                f"{where}: unknown keys {bad}; known: {sorted(_SOURCE_KEYS | _OPTION_KEYS)}"
+            )
+        missing = [k for k in ("name", "path", "format", "layouts") if k not in s]
+        if missing:
+            raise LogosError(f"{where}: missing keys {missing}")
+        if s["format"] not in FORMATS:
+            raise LogosError(f"{where}: format {s['format']!r} not in {FORMATS}")
+        if s.get("contact_rule", "distance") not in ("distance", "vdw"):
+            raise LogosError(f"{where}: contact_rule must be 'distance' or 'vdw'")
+        layouts = tuple(s["layouts"])
+        wrong = [x for x in layouts if x not in LAYOUT_NAMES]
+        if wrong or not layouts:
+            raise LogosError(f"{where}: unknown layouts {wrong}; choose from {list(LAYOUT_NAMES)}")
+        sources.append(
+            SourceConfig(
+                name=str(s["name"]),
+                path=_resolve_path(str(s["path"]), base),
+                format=s["format"],
+                layouts=layouts,
+                options={k: s[k] for k in _OPTION_KEYS if k in s},
+                randomize_smiles=bool(s.get("randomize_smiles", False)),
+                eval_fraction=s.get("eval_fraction"),
+                check_smiles=s.get("check_smiles"),
+                limit=s.get("limit"),
+            )
+        )
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise LogosError(f"{source}: source names must be unique, got {names}")
+    fields = {k: data[k] for k in known - {"sources", "name"} if k in data}
+    config = BuildConfig(
+        name=str(data.get("name", Path(source).stem)), sources=tuple(sources), raw=data, **fields
+    )
+    checks = {config.check_smiles} | {s.check_smiles for s in sources if s.check_smiles}
+    if not checks <= set(SMILES_CHECKS):
+        raise LogosError(
+            f"{source}: check_smiles must be one of {SMILES_CHECKS}, got {sorted(checks)}"
+        )
+    if config.records_per_shard < 1 or config.max_tokens < 2 or not 0 <= config.eval_fraction < 1:
+        raise LogosError(
+            f"{source}: need records_per_shard >= 1, max_tokens >= 2 and 0 <= eval_fraction < 1"
+        )
+    return config
+
+
+def load_build_config(
+    name_or_path: str | Path, overrides: dict[str, Any] | None = None
+) -> BuildConfig:
+    """A preset name under ``configs/data`` (``mini``) or a YAML path, with top-level overrides."""
+    path = find_preset("data", str(name_or_path))
+    data = {**load_yaml(path), **(overrides or {})}
+    return build_config_from_dict(data, base=path.resolve().parent, source=str(path))
+
+
+def _is_eval(seed: int, group: str, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}\0{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") < fraction * 2.0**64
+
+
+def _prepare_tokenizer(spec: str, out_dir: Path) -> Path:
+    """Materialise the tokenizer into ``out_dir/tokenizer`` (kept on resume) and check its tags."""
+    from logos_jax.tokenizer import (
+        LogosTokenizer,
+        add_grammar_tags,
+        build_residue_tokenizer,
+        bundled_tokenizer_path,
+    )
+
+    target = out_dir / TOKENIZER_DIR
+    if not target.exists():
+        tmp = out_dir / (TOKENIZER_DIR + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if spec == "residue":
+            build_residue_tokenizer(tmp)
+        else:
+            src = bundled_tokenizer_path(spec) if spec in BUNDLED_TOKENIZERS else Path(spec)
+            if not src.exists():
+                raise LogosError(
+                    f"tokenizer {spec!r}: not 'residue', one of {BUNDLED_TOKENIZERS} or an existing path"
+                )
+            tokenizer, _ = add_grammar_tags(LogosTokenizer.load(src))
+            tokenizer.save(tmp)
+        os.replace(tmp, target)
+    LogosTokenizer.load(target).require_tags()
+    return target
+
+
+# ---------------------------------------------------------------- worker side (one chunk at a time)
+
+_TOKENIZER = None
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _TOKENIZER
+    from logos_jax.tokenizer import LogosTokenizer
+
+    _TOKENIZER = LogosTokenizer.load(tokenizer_dir)
+
+
+def _write_shard(path: Path, documents: list[list[int]]) -> dict[str, Any]:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = ArrayRecordWriter(str(tmp), "group_size:1")
+    for ids in documents:
+        writer.write(encode_document(ids))
+    writer.close()
+    os.replace(tmp, path)
+    lengths = np.array([len(d) for d in documents], dtype=np.uint32)
+    with open(lengths_path(tmp), "wb") as f:
+        np.save(f, lengths)
+    os.replace(lengths_path(tmp), lengths_path(path))
+    return {
+        "documents": len(documents),
+        "tokens": int(lengths.sum()),
+        "sha256": sha256_file(path),
+        "lengths_sha256": sha256_file(lengths_path(path)),
+    }
+
+
+def _heldout_row(layout: str, key: str, sequence: str) -> dict[str, str] | None:
+    marker = HELDOUT_TASKS.get(layout)
+    if marker is None or marker not in sequence:
+        return None
+    cut = sequence.index(marker) + len(marker)
+    prompt, truth = sequence[:cut], sequence[cut:]
+    if layout == "retro":
+        return {"test_input": prompt, "groundtruth": truth}
+    if layout == "search":
+        return {"id": key, "text": prompt, "groundtruth": truth}
+    return {"id": key, "protein_pocket_ligand": prompt, "groundtruth": truth}
+
+
+def _smiles_problem(mode: str) -> Any:
+    """A function ``text -> reason | None`` checking every molecule block of a grammar sequence."""
+    from logos_jax.grammar import molecule_blocks
+    from logos_jax.grammar.chem import _rdkit
+
+    chem = _rdkit()
+    seen: dict[str, bool] = {}
+
+    def valid(smiles: str) -> bool:
+        if smiles not in seen:
+            mol = chem.MolFromSmiles(smiles, sanitize=mode == "sanitize")
+            seen[smiles] = mol is not None and mol.GetNumAtoms() > 0
+        return seen[smiles]
+
+    def problem(text: str) -> str | None:
+        bad = [s for s in molecule_blocks(text) if not valid(s)]
+        return f"invalid SMILES (RDKit cannot {mode} it): {bad[0]}" if bad else None
+
+    return problem
+
+
+def _encode_chunk(
+    source: SourceConfig, records: list[RawRecord], config: BuildConfig
+) -> tuple[dict, list[dict], list[tuple[str, dict]]]:
+    """Documents by (split, modality), reject rows and held-out rows of one chunk."""
+    from logos_jax.grammar import GrammarError, encode_record
+
+    fraction = config.eval_fraction if source.eval_fraction is None else source.eval_fraction
+    mode = source.check_smiles or config.check_smiles
+    smiles_problem = _smiles_problem(mode) if mode != "off" else (lambda text: None)
+    texts, places, rejects, heldout = [], [], [], []
+    for rec in records:
+        split = "eval" if _is_eval(config.seed, rec.group, fraction) else "train"
+        raw, error = rec.raw, rec.error
+        if error is None and source.format == "structures":
+            try:
+                raw = structure_record(rec.raw)
+            except (
+                Exception
+            ) as err:  # any parser failure on an arbitrary file is this record's reject
+                error = f"unparsable structure: {err}"
+        for layout in source.layouts:
+            modality = LAYOUT_MODALITY[layout]
+            reject = {"source": source.name, "key": rec.key, "layout": layout, "modality": modality}
+            if error is not None:
+                reason = error if error.startswith("unparsable") else f"unreadable record: {error}"
+                rejects.append({**reject, "reason": reason, "raw": ""})
+                continue
+            rng = random.Random(f"{config.seed}\0{source.name}\0{rec.key}\0{layout}")
+            try:
+                text = encode_record(layout, raw, rng=rng, randomize_smiles=source.randomize_smiles)
+            except GrammarError as err:
+                shown = raw if isinstance(raw, str) else json.dumps(raw)
+                rejects.append({**reject, "reason": str(err), "raw": shown[:200]})
+                continue
+            problem = smiles_problem(text)
+            if problem is not None:
+                rejects.append({**reject, "reason": problem, "raw": text[:200]})
+                continue
+            texts.append(text)
+            places.append((split, modality, reject))
+            row = _heldout_row(layout, rec.key, text) if split == "eval" else None
+            if row is not None:
+                heldout.append((layout, row))
+    eos = list(_TOKENIZER.eos_ids[:1])
+    documents: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
+    for ids, text, (split, modality, reject) in zip(
+        _TOKENIZER.encode_batch(texts, add_bos=True), texts, places
+    ):
+        ids = list(ids) + eos
+        if len(ids) > config.max_tokens:
+            reason = f"over-long: {len(ids)} tokens > max_tokens {config.max_tokens}"
+            rejects.append({**reject, "reason": reason, "raw": text[:200]})
+        else:
+            documents[(split, modality)].append(ids)
+    return documents, rejects, heldout
+
+
+def _process_chunk(
+    source: SourceConfig, chunk: int, records: list[RawRecord], config: BuildConfig, out_dir: str
+) -> dict[str, Any]:
+    """Encode, tokenize and write one chunk, then its done-marker; returns the marker."""
+    out = Path(out_dir)
+    documents, rejects, heldout = _encode_chunk(source, records, config)
+    shards = []
+    for split in SPLITS:
+        for modality in MODALITIES:
+            docs = documents.get((split, modality))
+            if docs:
+                rel = f"{split}/{modality}/{source.name}-{chunk:05d}.array_record"
+                info = _write_shard(out / rel, docs)
+                shards.append(
+                    {
+                        "path": rel,
+                        "split": split,
+                        "modality": modality,
+                        "source": source.name,
+                        **info,
+                    }
+                )
+    marker = {
+        "source": source.name,
+        "chunk": chunk,
+        "records": len(records),
+        "shards": shards,
+        "rejects": rejects,
+        "heldout": heldout,
+    }
+    write_json_atomic(_marker_path(out, source.name, chunk), marker)
+    return marker
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _marker_path(out: Path, source: str, chunk: int) -> Path:
+    return out / WORK_DIR / f"{source}-{chunk:05d}.json"
+
+
+def _chunks(source: SourceConfig, size: int) -> Iterator[tuple[int, list[RawRecord]]]:
+    records: list[RawRecord] = []
+    chunk = 0
+    records_read = read_source(Path(source.path), source.format, source.options)
+    for rec in itertools.islice(records_read, source.limit):
+        records.append(rec)
+        if len(records) == size:
+            yield chunk, records
+            chunk, records = chunk + 1, []
+    if records:
+        yield chunk, records
+
+
+def _check_previous(out: Path, stamp: dict[str, Any]) -> bool:
+    """True if ``out`` already holds this build, finished; errors if it holds another."""
+    stamp_path = out / WORK_DIR / "build.json"
+    if (out / MANIFEST).is_file():
+        manifest = json.loads((out / MANIFEST).read_text())
+        if manifest.get("config") != stamp["config"]:
+            raise LogosError(
+                f"{out} already holds a corpus built from another config; "
+                "fix: choose another --out or delete that folder"
+            )
+        return True
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != stamp:
+        raise LogosError(
+            f"{out} holds an unfinished build of another config; "
+            "fix: rerun with the same config to resume it, or delete the folder"
+        )
+    return False
+
+
+def _run_chunks(
+    config: BuildConfig, out: Path, tokenizer_dir: Path, workers: int
+) -> dict[str, int]:
+    """Process every unfinished chunk; returns the number of chunks per source."""
+    from tqdm import tqdm
+
+    counts: dict[str, int] = {}
+    progress = tqdm(desc=f"building {config.name}", unit=" records", file=sys.stderr)
+    skipped = 0
+    if workers <= 1:
+        _init_worker(str(tokenizer_dir))
+        pool = None
+    else:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(str(tokenizer_dir),),
+        )
+    pending: set[concurrent.futures.Future] = set()
+
+    def drain(limit: int) -> None:
+        nonlocal pending
+        while len(pending) > limit:
+            done, pending = concurrent.futures.wait(pending, return_when="FIRST_COMPLETED")
+            for future in done:
+                progress.update(future.result()["records"])
+
+    try:
+        for source in config.sources:
+            counts[source.name] = 0
+            for chunk, records in _chunks(source, config.records_per_shard):
+                counts[source.name] = chunk + 1
+                if _marker_path(out, source.name, chunk).is_file():
+                    skipped += 1
+                    progress.update(len(records))
+                elif pool is None:
+                    _process_chunk(source, chunk, records, config, str(out))
+                    progress.update(len(records))
+                else:
+                    pending.add(
+                        pool.submit(_process_chunk, source, chunk, records, config, str(out))
+                    )
+                    drain(2 * workers)
+        drain(0)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        progress.close()
+    if skipped:
+        print(f"resumed: {skipped} finished chunks were kept, not redone", file=sys.stderr)
+    return counts
+
+
+def _finish(config: BuildConfig, out: Path, tokenizer_dir: Path, chunks: dict[str, int]) -> dict:
+    from logos_jax.tokenizer import LogosTokenizer
+
+    tokenizer = LogosTokenizer.load(tokenizer_dir)
+    markers = [
+        json.loads(_marker_path(out, s.name, k).read_text())
+        for s in config.sources
+        for k in range(chunks[s.name])
+    ]
+    shards = [shard for m in markers for shard in m["shards"]]
+    stats = {
+        m: {"rejects": 0, **{s: {"documents": 0, "tokens": 0} for s in SPLITS}} for m in MODALITIES
+    }
+    for shard in shards:
+        stats[shard["modality"]][shard["split"]]["documents"] += shard["documents"]
+        stats[shard["modality"]][shard["split"]]["tokens"] += shard["tokens"]
+    reasons: Counter[str] = Counter()
+    rejects_tmp = out / (REJECTS + ".tmp")
+    with open(rejects_tmp, "w") as f:
+        for m in markers:
+            for row in m["rejects"]:
+                stats[row["modality"]]["rejects"] += 1
+                reasons[row["reason"].split(":")[0]] += 1
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+    os.replace(rejects_tmp, out / REJECTS)
+    heldout: dict[str, list[dict]] = defaultdict(list)
+    for m in markers:
+        for layout, row in m["heldout"]:
+            heldout[layout].append(row)
+    (out / HELDOUT_DIR).mkdir(exist_ok=True)
+    for layout, rows in heldout.items():
+        path = out / HELDOUT_DIR / f"{layout}.jsonl"
+        path.with_name(path.name + ".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(path.with_name(path.name + ".tmp"), path)
+    tokenizer_info = {
+        "spec": config.tokenizer,
+        "dir": TOKENIZER_DIR,
+        "hash": tokenizer.hash(),
+        "vocab_size": tokenizer.vocab_size,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_ids[0] if tokenizer.eos_ids else None,
+        "pad_id": tokenizer.pad_id,
+    }
+    fingerprint = hashlib.sha256(
+        json.dumps([tokenizer_info["hash"], [s["sha256"] for s in shards]]).encode()
+    ).hexdigest()[:16]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": config.name,
+        "config": {k: v for k, v in config.raw.items() if k != "workers"},
+        "fingerprint": fingerprint,
+        "document": "BOS + ids + first EOS id (if the tokenizer has one); little-endian uint32 per token",
+        "tokenizer": tokenizer_info,
+        "modalities": stats,
+        "sources": {s.name: {"records": 0, "chunks": chunks[s.name]} for s in config.sources},
+        "reject_reasons": dict(sorted(reasons.items())),
+        "shards": shards,
+        "heldout": {
+            k: {"path": f"{HELDOUT_DIR}/{k}.jsonl", "rows": len(v)}
+            for k, v in sorted(heldout.items())
+        },
+        "rejects_file": REJECTS,
+    }
+    for m in markers:
+        manifest["sources"][m["source"]]["records"] += m["records"]
+    write_json_atomic(out / MANIFEST, manifest)
+    shutil.rmtree(out / WORK_DIR)
+    return manifest
+
+
+def build_corpus(config: BuildConfig, out_dir: str | Path, *, workers: int | None = None) -> dict:
+    """Build (or resume building) ``config`` into ``out_dir``; returns the manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # What the output depends on: the config without ``workers`` (any worker count gives the same bytes).
+    stamp = {"config": {k: v for k, v in config.raw.items() if k != "workers"}}
+    if _check_previous(out, stamp):
+        print(f"{out}: already built from this config; delete it to rebuild", file=sys.stderr)
+        return json.loads((out / MANIFEST).read_text())
+    (out / WORK_DIR).mkdir(exist_ok=True)
+    write_json_atomic(out / WORK_DIR / "build.json", stamp)
+    tokenizer_dir = _prepare_tokenizer(config.tokenizer, out)
+    chunks = _run_chunks(config, out, tokenizer_dir, config.workers if workers is None else workers)
+    return _finish(config, out, tokenizer_dir, chunks)
