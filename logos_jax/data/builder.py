@@ -272,9 +272,9 @@ def _heldout_row(layout: str, key: str, sequence: str) -> dict[str, str] | None:
 def _smiles_problem(mode: str) -> Any:
     """A function ``text -> reason | None`` checking every molecule block of a grammar sequence."""
     from logos_jax.grammar import molecule_blocks
-    from logos_jax.grammar.chem import _rdkit
+    from logos_jax.grammar.chem import rdkit_chem
 
-    chem = _rdkit()
+    chem = rdkit_chem()
     seen: dict[str, bool] = {}
 
     def valid(smiles: str) -> bool:

@@ -44,7 +44,7 @@ SMILES_TO_AMINO_ACID: dict[str, str] = {smiles: aa for aa, smiles in AMINO_ACID_
 _ATOM_MAP = re.compile(r":\d+\]")
 
 
-def _rdkit() -> Any:
+def rdkit_chem() -> Any:
     try:
         from rdkit import Chem, RDLogger
     except ImportError as err:
@@ -56,7 +56,7 @@ def _rdkit() -> Any:
 def has_rdkit() -> bool:
     """Whether RDKit can be imported (callers that only *prefer* canonical SMILES check this)."""
     try:
-        _rdkit()
+        rdkit_chem()
     except Exception:
         return False
     return True
@@ -64,7 +64,7 @@ def has_rdkit() -> bool:
 
 def canonical_smiles(smiles: str, keep_stereo: bool = True) -> str | None:
     """RDKit canonical SMILES, or None when RDKit cannot parse ``smiles``."""
-    chem = _rdkit()
+    chem = rdkit_chem()
     mol = chem.MolFromSmiles(smiles) if smiles else None
     if mol is None:
         return None
@@ -73,7 +73,7 @@ def canonical_smiles(smiles: str, keep_stereo: bool = True) -> str | None:
 
 def is_valid_smiles(smiles: str) -> bool:
     """True when RDKit parses and sanitises ``smiles`` into a molecule with at least one atom."""
-    chem = _rdkit()
+    chem = rdkit_chem()
     mol = chem.MolFromSmiles(smiles) if smiles else None
     return mol is not None and mol.GetNumAtoms() > 0
 
@@ -85,7 +85,7 @@ def randomized_smiles(smiles: str, rng: random.Random) -> str:
     canonicalisation, so the same seed gives the same string (RDKit's ``doRandom`` has its own RNG).
     Raises ValueError when RDKit cannot parse ``smiles``.
     """
-    chem = _rdkit()
+    chem = rdkit_chem()
     mol = chem.MolFromSmiles(smiles)
     if mol is None:
         raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
@@ -106,7 +106,7 @@ def strip_atom_maps(rxn_smiles: str) -> tuple[list[str], list[str], list[str]]:
     if len(fields) != 3:
         raise ValueError(f"expected 'reactants>reagents>products', got {len(fields)} field(s)")
     try:
-        chem = _rdkit()
+        chem = rdkit_chem()
     except Exception:
         chem = None
     sides: list[list[str]] = []

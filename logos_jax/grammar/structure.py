@@ -204,9 +204,9 @@ def ligand_smiles(path: str | Path, resname: str) -> str:
     charges; stereo from the CCD ideal coordinates) when the file's atoms match the component, else by
     bond perception on the file's atoms (needs the hydrogens in the file to assign bond orders; the
     net charge is the first of 0, +1, -1, +2, -2 that gives a valid molecule)."""
-    from logos_jax.grammar.chem import _rdkit
+    from logos_jax.grammar.chem import rdkit_chem
 
-    chem = _rdkit()
+    chem = rdkit_chem()
     _, info, _ = _biotite()
     from biotite.interface import rdkit as biotite_rdkit
 
