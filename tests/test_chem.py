@@ -92,7 +92,7 @@ def test_strip_atom_maps_regex_fallback_without_rdkit(monkeypatch, fixtures):
     def missing():
         raise LogosError("no rdkit")
 
-    monkeypatch.setattr(chem, "_rdkit", missing)
+    monkeypatch.setattr(chem, "rdkit_chem", missing)
     assert not chem.has_rdkit()
     reactants, reagents, products = chem.strip_atom_maps("[CH3:1][OH:2].[Na+]>O>[CH3:1][O:2]C")
     assert (reactants, reagents, products) == (["[CH3][OH]", "[Na+]"], ["O"], ["[CH3][O]C"])

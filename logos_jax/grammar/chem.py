@@ -45,6 +45,7 @@ _ATOM_MAP = re.compile(r":\d+\]")
 
 
 def rdkit_chem() -> Any:
+    """RDKit's ``Chem`` module (its logging silenced), or the missing-extra error."""
     try:
         from rdkit import Chem, RDLogger
     except ImportError as err:
