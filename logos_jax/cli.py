@@ -51,6 +51,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Grain 0.2.18 worker processes read an absl flag before flags are parsed (google/grain#1355).
+    from absl import flags
+
+    flags.FLAGS.mark_as_parsed()
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)

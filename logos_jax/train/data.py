@@ -1,0 +1,214 @@
+"""Batch sources for training: the Grain corpus pipeline, synthetic random tokens, and SFT task pairs.
+
+Every source yields dicts of ``[global_batch, seq_len]`` global ``jax.Array``s (``tokens``,
+``segment_ids``, ``positions``, ``modality``, ``target_mask``) sharded over the batch axes, and has a
+JSON-serialisable ``get_state()`` / ``set_state()`` so a checkpoint resumes the exact batch sequence.
+Host-built sources (synthetic, SFT) compute the whole global batch on every process (it is small) and
+each process places only its own shards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+from logos_jax.errors import LogosError
+
+# SFT row layouts: (prompt key, completion key), tried in order. GRAMMAR.md task formats + generic.
+SFT_FIELDS = (
+    ("prompt", "completion"),
+    ("test_input", "groundtruth"),  # retrosynthesis
+    ("protein_pocket_ligand", "groundtruth"),  # pocket ligand design
+    ("text", "groundtruth"),  # binding-site search
+)
+
+
+class BatchSource(Protocol):
+    def __next__(self) -> dict[str, jax.Array]: ...
+    def get_state(self) -> dict[str, Any]: ...
+    def set_state(self, state: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Place a host batch (identical on every process) as global arrays; each process fills its shards."""
+    return {
+        k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
+        for k, v in batch.items()
+    }
+
+
+class SyntheticSource:
+    """Uniform random tokens, one document per row: batch ``i`` depends only on (seed, i)."""
+
+    def __init__(self, vocab_size: int, batch_size: int, seq_len: int, seed: int, sharding):
+        self.vocab_size, self.batch_size, self.seq_len = vocab_size, batch_size, seq_len
+        self.seed, self.sharding, self.index = seed, sharding, 0
+
+    def __next__(self) -> dict[str, jax.Array]:
+        rng = np.random.default_rng([self.seed, self.index])
+        self.index += 1
+        shape = (self.batch_size, self.seq_len)
+        batch = {
+            "tokens": rng.integers(0, self.vocab_size, shape, dtype=np.int32),
+            "segment_ids": np.ones(shape, np.int32),
+            "positions": np.broadcast_to(np.arange(self.seq_len, dtype=np.int32), shape).copy(),
+            "modality": np.zeros(shape, np.int32),
+            "target_mask": np.ones(shape, np.float32),
+        }
+        return to_global(batch, self.sharding)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"index": self.index}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.index = int(state["index"])
+
+    def close(self) -> None:
+        pass
+
+
+def read_sft_pairs(path: Path) -> list[tuple[str, str]]:
+    """(prompt, completion) strings from a JSONL file in one of the ``SFT_FIELDS`` layouts."""
+    pairs = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise LogosError(f"SFT data {path}: file not found") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LogosError(f"{path}:{number}: not valid JSON ({err})") from None
+        for prompt_key, completion_key in SFT_FIELDS:
+            if prompt_key in row and completion_key in row:
+                pairs.append((str(row[prompt_key]), str(row[completion_key])))
+                break
+        else:
+            layouts = ", ".join(f"{p}+{c}" for p, c in SFT_FIELDS)
+            raise LogosError(f"{path}:{number}: row has none of the SFT layouts ({layouts})")
+    if not pairs:
+        raise LogosError(f"SFT data {path}: no rows")
+    return pairs
+
+
+def encode_sft_pair(
+    tokenizer: Any, prompt: str, completion: str, seq_len: int
+) -> dict[str, np.ndarray]:
+    """One padded row ``[seq_len]``: BOS prompt completion EOS; target_mask is 1 on completion + EOS."""
+    p = list(tokenizer.encode(prompt, add_bos=True))
+    c = list(tokenizer.encode(completion, add_bos=False)) + list(tokenizer.eos_ids[:1])
+    ids = (p + c)[:seq_len]
+    n = len(ids)
+    row = {
+        "tokens": np.full(seq_len, tokenizer.pad_id or 0, np.int32),
+        "segment_ids": np.zeros(seq_len, np.int32),
+        "positions": np.zeros(seq_len, np.int32),
+        "modality": np.zeros(seq_len, np.int32),
+        "target_mask": np.zeros(seq_len, np.float32),
+    }
+    row["tokens"][:n] = ids
+    row["segment_ids"][:n] = 1
+    row["positions"][:n] = np.arange(n)
+    row["target_mask"][len(p) : n] = 1.0
+    return row
+
+
+class SFTSource:
+    """Prompt -> completion rows, shuffled per epoch (seeded), one example per row, padded."""
+
+    def __init__(self, rows: list[dict[str, np.ndarray]], batch_size: int, seed: int, sharding):
+        self.rows, self.batch_size, self.seed, self.sharding = rows, batch_size, seed, sharding
+        self.position = 0  # examples consumed so far, across epochs
+
+    def _example(self, k: int) -> dict[str, np.ndarray]:
+        epoch, i = divmod(k, len(self.rows))
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+        return self.rows[order[i]]
+
+    def __next__(self) -> dict[str, jax.Array]:
+        examples = [self._example(self.position + j) for j in range(self.batch_size)]
+        self.position += self.batch_size
+        batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+        return to_global(batch, self.sharding)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"position": self.position}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.position = int(state["position"])
+
+    def close(self) -> None:
+        pass
+
+
+def make_sft_source(
+    path: Path, tokenizer: Any, batch_size: int, seq_len: int, seed: int, sharding
+) -> SFTSource:
+    rows = [encode_sft_pair(tokenizer, p, c, seq_len) for p, c in read_sft_pairs(path)]
+    return SFTSource(rows, batch_size, seed, sharding)
+
+
+class CorpusSource:
+    """The Grain pipeline over a built corpus (``logos_jax.data.pipeline``); this process reads only its
+    slice of each global batch and the slices are assembled into global arrays."""
+
+    def __init__(
+        self,
+        corpus_dir: Path,
+        *,
+        batch_size: int,
+        seq_len: int,
+        weights,
+        seed: int,
+        workers: int,
+        sharding,
+    ):
+        from logos_jax.data.pipeline import make_train_iterator
+
+        self.sharding, self.shape = sharding, (batch_size, seq_len)
+        self.iterator = make_train_iterator(
+            corpus_dir,
+            seq_len=seq_len,
+            global_batch_size=batch_size,
+            weights=weights,
+            seed=seed,
+            num_workers=workers,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
+    def __next__(self) -> dict[str, jax.Array]:
+        local = next(self.iterator)
+        return {
+            k: jax.make_array_from_process_local_data(self.sharding, local[k], self.shape)
+            for k in local
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        return self.iterator.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.iterator.set_state(state)
+
+    def close(self) -> None:
+        self.iterator.close()
+
+
+def eval_batches(
+    corpus_dir: Path, batch_size: int, seq_len: int, max_batches: int, sharding
+) -> list:
+    """Held-out batches (global arrays) from the corpus ``eval`` split; empty if it has none."""
+    from logos_jax.data.pipeline import make_eval_batches
+
+    batches = make_eval_batches(
+        corpus_dir, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches
+    )
+    return [to_global(dict(b), sharding) for b in batches]

@@ -1,0 +1,263 @@
+"""Training: config keys, loss over packed segments, grad accumulation, NaN policy, checkpoints
+(commit marker, restore onto another mesh, flat host memory), SFT rows, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from logos_jax.errors import LogosError
+from logos_jax.train import load_train_config, run_training
+from logos_jax.train.config import from_dict
+
+TINY = {
+    "num_layers": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "num_kv_heads": 1,
+    "head_dim": 16,
+    "vocab_size": 64,
+}
+
+
+def tiny_config(run_dir, **kw):
+    base = {
+        "run_dir": str(run_dir),
+        "model": "tiny",
+        "model_overrides": dict(TINY),
+        "steps": 4,
+        "batch_size": 8,
+        "seq_len": 16,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "tensorboard": False,
+        "optimizer": {"warmup_steps": 1, "lr": 1e-2},
+    }
+    base.update(kw)
+    return base
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_overrides_and_bad_keys():
+    cfg = load_train_config(
+        "tiny",
+        ["run_dir=/tmp/x", "steps=7", "mesh.fsdp=4", "model.num_layers=3", "optimizer.lr=1e-3"],
+    )
+    assert (cfg.steps, cfg.mesh.fsdp, cfg.model_overrides, cfg.optimizer.lr) == (
+        7,
+        4,
+        {"num_layers": 3},
+        1e-3,
+    )
+    assert cfg.model_config().num_layers == 3
+    with pytest.raises(LogosError, match="stepz.*valid keys.*checkpoint_every"):
+        load_train_config("tiny", ["stepz=3"])
+    with pytest.raises(LogosError, match="mesh.fdsp"):
+        load_train_config("tiny", ["mesh.fdsp=3"])
+    with pytest.raises(LogosError, match="model.layers"):
+        load_train_config("tiny", ["model.layers=3"])
+    with pytest.raises(LogosError, match="grad_accum"):
+        from_dict({"run_dir": "x", "batch_size": 6, "grad_accum": 4})
+
+
+def test_decay_mask_and_schedule():
+    from logos_jax.config import load_model_config
+    from logos_jax.model import abstract_params
+    from logos_jax.train.config import OptimizerConfig
+    from logos_jax.train.optim import decay_mask, learning_rate_schedule
+
+    params = abstract_params(load_model_config("tiny").replace(tie_embeddings=False))
+    mask = decay_mask(params, decay_embeddings=False)
+    assert (
+        mask["layers"]["mlp"]["up_proj"]["kernel"]
+        and mask["layers"]["self_attn"]["q_proj"]["kernel"]
+    )
+    assert not mask["layers"]["input_layernorm"]["scale"] and not mask["norm"]["scale"]
+    assert not mask["embed_tokens"]["embedding"] and not mask["lm_head"]["kernel"]
+    assert decay_mask(params, decay_embeddings=True)["embed_tokens"]["embedding"]
+    wsd = learning_rate_schedule(
+        OptimizerConfig(lr=1.0, schedule="wsd", warmup_steps=10, decay_fraction=0.5), 110
+    )
+    assert float(wsd(5)) == pytest.approx(0.5) and float(wsd(40)) == pytest.approx(1.0)
+    assert float(wsd(110)) == pytest.approx(0.1)
+    cos = learning_rate_schedule(OptimizerConfig(lr=1.0, warmup_steps=0, min_lr_ratio=0.0), 100)
+    assert float(cos(50)) == pytest.approx(0.5, abs=1e-6)
+
+
+def _packed_batch(rng, vocab=64):
+    """Two rows: row 0 packs documents of 5 and 7 tokens + padding; row 1 one document."""
+    tokens = rng.integers(1, vocab, (2, 16)).astype(np.int32)
+    seg = np.zeros((2, 16), np.int32)
+    pos = np.zeros((2, 16), np.int32)
+    seg[0, :5], pos[0, :5] = 1, np.arange(5)
+    seg[0, 5:12], pos[0, 5:12] = 2, np.arange(7)
+    seg[1, :10], pos[1, :10] = 1, np.arange(10)
+    mask = (seg > 0).astype(np.float32)
+    return {
+        "tokens": tokens,
+        "segment_ids": seg,
+        "positions": pos,
+        "modality": np.zeros_like(seg) + 4,
+        "target_mask": mask,
+    }
+
+
+def test_loss_respects_packed_segments_and_chunks():
+    from logos_jax.config import load_model_config
+    from logos_jax.model import Decoder, init_params
+    from logos_jax.train.step import LossConfig, loss_sums
+
+    cfg = load_model_config("tiny").replace(**TINY)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    batch = _packed_batch(np.random.default_rng(0))
+    model = Decoder(cfg)
+    sums = loss_sums(params, batch, model, LossConfig())
+    # Reference: each document alone in its own row (left-aligned, causal: padding after it is unseen).
+    docs = ((0, 0, 5), (0, 5, 7), (1, 0, 10))
+    rows = np.zeros((3, 10), np.int32)
+    for i, (row, start, length) in enumerate(docs):
+        rows[i, :length] = batch["tokens"][row, start : start + length]
+    logits, _ = jax.jit(model.apply)({"params": params}, rows, np.tile(np.arange(10), (3, 1)))
+    logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    total, count = 0.0, 0
+    for i, (_, _, length) in enumerate(docs):
+        total -= float(sum(logp[i, t, rows[i, t + 1]] for t in range(length - 1)))
+        count += length - 1
+    assert float(sums["weight"]) == count
+    assert float(sums["ce"]) == pytest.approx(total, rel=1e-5)
+    assert float(sums["modality_weight"][4]) == count
+    chunked = loss_sums(params, batch, model, LossConfig(loss_chunk=4))
+    assert float(chunked["ce"]) == pytest.approx(total, rel=1e-5)
+    # target_mask zeroes targets (SFT prompts).
+    masked = dict(
+        batch,
+        target_mask=np.where(batch["positions"] < 3, 0.0, batch["target_mask"]).astype(np.float32),
+    )
+    assert (
+        float(loss_sums(params, masked, model, LossConfig())["weight"]) == count - 2 * 3
+    )  # targets at positions 1, 2 of 3 documents
+
+
+def test_grad_accumulation_remat_and_chunks_match_one_batch(tmp_path):
+    common = {"steps": 3, "batch_size": 16, "checkpoint_every": 10, "z_loss": 1e-3}
+    one = run_training(tiny_config(tmp_path / "a", **common))
+    acc = run_training(
+        tiny_config(tmp_path / "b", **common, grad_accum=2, loss_chunk=8, remat="full")
+    )
+    np.testing.assert_allclose(list(acc.losses.values()), list(one.losses.values()), rtol=2e-5)
+    assert "z_loss" in read_metrics(tmp_path / "a")[0]
+
+
+def test_nan_stops_without_checkpoint_or_skips(tmp_path):
+    # lr=1e30 blows the weights up after the first update: step 2's loss is not finite.
+    bad = tiny_config(
+        tmp_path / "stop",
+        steps=4,
+        checkpoint_every=1,
+        optimizer={"lr": 1e30, "warmup_steps": 0, "clip_norm": 0},
+    )
+    with pytest.raises(LogosError, match="NaN/inf at step"):
+        run_training(bad)
+    ckpts = sorted(
+        int(p.name) for p in (tmp_path / "stop" / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert ckpts and max(ckpts) < 4
+    from logos_jax.checkpoint import load_model
+
+    _, params = load_model(tmp_path / "stop")
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+    skip = run_training(dict(bad, run_dir=str(tmp_path / "skip"), nan_policy="skip"))
+    assert skip.final_step == 4 and skip.skipped_steps >= 1
+
+
+def test_resume_other_mesh_and_uncommitted_step_ignored(tmp_path):
+    ref = run_training(tiny_config(tmp_path / "ref", steps=6, checkpoint_every=3))
+    run = tmp_path / "run"
+    run_training(tiny_config(run, steps=6, checkpoint_every=3, mesh={"fsdp": 8}))
+    # Keep step 3 only; fake a later step whose save never committed (no marker).
+    shutil.rmtree(run / "checkpoints" / "6")
+    shutil.copytree(run / "checkpoints" / "3", run / "checkpoints" / "5")
+    for marker in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        (run / "checkpoints" / "5" / marker).unlink(missing_ok=True)
+    resumed = run_training(
+        tiny_config(run, steps=6, checkpoint_every=3, mesh={"data": 2, "fsdp": 2, "num_devices": 4})
+    )
+    assert resumed.start_step == 3
+    for step in (4, 5, 6):
+        assert resumed.losses[step] == pytest.approx(ref.losses[step], rel=1e-5)
+    # The run dir is a model folder for sampling / jax2hf.
+    from logos_jax.checkpoint import load_model
+
+    cfg, params = load_model(run)
+    assert cfg.num_layers == 2 and params["embed_tokens"]["embedding"].shape == (64, 32)
+
+
+def test_host_memory_flat_over_many_saves(tmp_path):
+    from logos_jax.config import load_model_config
+    from logos_jax.model import init_params
+    from logos_jax.sharding import MeshConfig, make_mesh
+    from logos_jax.train.checkpointing import TrainCheckpointer
+    from logos_jax.train.config import OptimizerConfig
+    from logos_jax.train.data import SyntheticSource
+    from logos_jax.train.optim import make_optimizer
+    from logos_jax.train.step import init_state, state_layout
+
+    def rss_mb():
+        status = Path("/proc/self/status").read_text().splitlines()
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+
+    cfg = load_model_config("tiny").replace(**dict(TINY, hidden_size=128, intermediate_size=512))
+    mesh = make_mesh(MeshConfig(1, -1, 1))
+    tx, _ = make_optimizer(OptimizerConfig(), 10)
+    layout = state_layout(cfg, tx, mesh)
+    state = init_state(init_params(cfg, jax.random.PRNGKey(0), mesh), tx, layout, 0)
+    source = SyntheticSource(64, 8, 16, 0, layout.batch)
+    ckpt = TrainCheckpointer(tmp_path, keep=2)
+    rss = []
+    for i in range(50):
+        state = state.replace(step=jax.device_put(jnp.asarray(i + 1, jnp.int32), layout.replicated))
+        ckpt.save(state, source, {})
+        if i in (9, 49):
+            ckpt.wait()
+            rss.append(rss_mb())
+    ckpt.close()
+    assert rss[1] - rss[0] < 30, rss
+    assert len([p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]) == 2
+
+
+def test_cli_trains_and_prints_config(tmp_path, capsys):
+    from logos_jax.cli import main
+
+    overrides = [f"model.{k}={v}" for k, v in TINY.items()]
+    rc = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            f"run_dir={tmp_path}",
+            "data=synthetic",
+            "steps=2",
+            "batch_size=8",
+            "seq_len=16",
+            "log_every=1",
+            "tensorboard=false",
+            *overrides,
+        ]
+    )
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "resolved train config" in err and "num_layers: 2" in err
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2]
+    assert all({"loss", "tokens_per_s", "grad_norm", "lr", "mfu"} <= set(r) for r in records)
+    assert main(["train", "--config", "tiny", "bogus=1"]) == 2
