@@ -1,0 +1,102 @@
+"""Resumable JSONL output: whole inputs appended at once, torn or partial inputs dropped on resume.
+
+All rows of one input (its samples) are written with one ``write`` + ``fsync``; each row carries
+``group_size``, the number of rows of its input. A job killed mid-write can leave a torn last line or
+an input with fewer rows than that; ``resume`` rewrites the file without them (temp file +
+``os.replace``), so a re-run redoes exactly those inputs and the file never holds duplicates or a
+broken line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from logos_jax.errors import LogosError
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Any | None, str]]:
+    """``(line number, decoded JSON or None, raw line)`` for every non-blank line of ``path``."""
+    with Path(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line), line
+            except json.JSONDecodeError:
+                yield number, None, line
+
+
+def resume(path: Path) -> set[str]:
+    """Ids of the inputs already complete in ``path``: all ``group_size`` rows of the input present.
+
+    Rows of incomplete inputs, duplicates and torn lines are removed from the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return set()
+    groups: dict[str, dict[int, str]] = defaultdict(dict)
+    sizes: dict[str, set[int]] = defaultdict(set)
+    dropped = 0
+    for _, row, line in read_rows(path):
+        if not line.endswith("\n") or not isinstance(row, dict) or "id" not in row:
+            dropped += 1
+            continue
+        rows = groups[str(row["id"])]
+        sample = int(row.get("sample", 0))
+        if sample in rows:
+            dropped += 1
+        rows[sample] = line
+        sizes[str(row["id"])].add(int(row.get("group_size", -1)))
+    finished = {i for i, rows in groups.items() if sizes[i] == {len(rows)}}
+    kept = sum(len(groups[i]) for i in finished)
+    total = sum(len(rows) for rows in groups.values()) + dropped
+    if kept != total:
+        _rewrite(path, (line for i in groups if i in finished for line in groups[i].values()))
+    return finished
+
+
+def _rewrite(path: Path, lines: Iterable[str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Appender:
+    """Appends groups of rows to a JSONL file, one ``write`` + ``fsync`` per group."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise LogosError(f"cannot write {self.path}: {err}") from None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> Appender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

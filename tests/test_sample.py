@@ -1,0 +1,253 @@
+"""The sampler: cache decode vs full forward, padding, processors vs transformers, stops, beams, sharding."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from logos_jax.config import ModelConfig
+from logos_jax.model import Decoder, init_params
+from logos_jax.sample.processors import SamplingConfig, process_logits
+from logos_jax.sample.sampler import Sampler, bucket_length
+from logos_jax.sharding import MeshConfig, make_mesh
+
+CFG = ModelConfig(
+    vocab_size=64,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=64,
+    tie_embeddings=False,
+    max_position_embeddings=256,
+)
+GREEDY = SamplingConfig(temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=8)
+PROMPTS = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]]
+
+
+REF_LEN = 32
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG, jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def greedy(params):
+    return Sampler(CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY, full_perplexity=True)
+
+
+@jax.jit
+def _forward_log_probs(params, tokens):
+    """Reference: the whole (right-padded, causal) sequence through the model, no cache."""
+    logits, _ = Decoder(CFG).apply({"params": params}, tokens, jnp.arange(REF_LEN)[None])
+    return jax.nn.log_softmax(logits[0], axis=-1)
+
+
+def sequence_logprobs(params, tokens):
+    """log p(tokens[i + 1] | tokens[: i + 1]) for every i, from one full forward pass."""
+    padded = jnp.asarray([tokens + [0] * (REF_LEN - len(tokens))])
+    lp = np.asarray(_forward_log_probs(params, padded))
+    return np.array([lp[i, tokens[i + 1]] for i in range(len(tokens) - 1)])
+
+
+def full_forward_greedy(params, prompt, steps):
+    """Reference greedy decoding: re-run the full sequence each step; tokens and log-probs."""
+    tokens = list(prompt)
+    for _ in range(steps):
+        padded = jnp.asarray([tokens + [0] * (REF_LEN - len(tokens))])
+        lp = np.asarray(_forward_log_probs(params, padded))
+        tokens.append(int(np.argmax(lp[len(tokens) - 1])))
+    return tokens[len(prompt) :], sequence_logprobs(params, tokens)[len(prompt) - 1 :]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_cached_greedy_batch_equals_full_forward_per_prompt(params, greedy, side):
+    sampler = greedy
+    if side == "right":
+        sampler = Sampler(
+            CFG,
+            params,
+            stop_ids=[],
+            pad_id=0,
+            sampling=GREEDY,
+            full_perplexity=True,
+            padding_side=side,
+        )
+    out = sampler.generate(PROMPTS, num_samples=2)
+    for prompt, samples in zip(PROMPTS, out):
+        ref_tokens, ref_lp = full_forward_greedy(params, prompt, GREEDY.max_new_tokens)
+        for c in samples:
+            assert c.tokens.tolist() == ref_tokens
+            np.testing.assert_allclose(c.logprobs, ref_lp, atol=1e-4)
+            full = sequence_logprobs(params, prompt + ref_tokens)
+            assert c.prompt_logprob == pytest.approx(full[: len(prompt) - 1].sum(), abs=1e-3)
+            assert c.full_perplexity == pytest.approx(np.exp(-full.mean()), rel=1e-4)
+            assert c.perplexity == pytest.approx(np.exp(-np.mean(ref_lp)), rel=1e-4)
+
+
+def test_prefill_is_shared_by_samples_and_buckets_bound_compiles(params, monkeypatch):
+    prefill_batches = []
+    original = Sampler.prefill
+
+    def recording(self, params, tokens, segments, cache_len):
+        prefill_batches.append(tokens.shape)
+        return original(self, params, tokens, segments, cache_len)
+
+    monkeypatch.setattr(Sampler, "prefill", recording)
+    sampler = Sampler(
+        CFG, params, stop_ids=[], pad_id=0, sampling=dataclasses.replace(GREEDY, max_new_tokens=4)
+    )
+    prompts = [[1] * 3, [1] * 5, [2] * 9, [2] * 20]
+    out = sampler.generate(prompts, num_samples=5, batch_size=2)
+    assert [len(o) for o in out] == [5, 5, 5, 5]
+    # Traced once per bucket (16, 32), each prefill on 2 prompts, not 2 x 5 rows.
+    assert prefill_batches == [(2, 16), (2, 32)]
+    assert sampler.compilations == 2
+    sampler.generate([[3] * 4, [4] * 11], num_samples=5, batch_size=2)
+    assert sampler.compilations == 2
+    assert bucket_length(17) == 32 and bucket_length(1) == 16
+
+
+def test_sampling_is_seeded_per_prompt_and_samples_differ(params):
+    sampling = SamplingConfig(
+        temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=6
+    )
+    sampler = Sampler(CFG, params, stop_ids=[], pad_id=0, sampling=sampling)
+    both = sampler.generate(PROMPTS, num_samples=4, seeds=[7, 9])
+    alone = sampler.generate(PROMPTS[:1], num_samples=4, seeds=[7], batch_size=2)
+    assert [c.tokens.tolist() for c in both[0]] == [c.tokens.tolist() for c in alone[0]]
+    assert len({tuple(c.tokens.tolist()) for c in both[0]}) > 1
+    for c in both[1]:  # log-probs are the raw model's, whatever the sampling settings
+        ref = sequence_logprobs(params, PROMPTS[1] + c.tokens.tolist())[len(PROMPTS[1]) - 1 :]
+        np.testing.assert_allclose(c.logprobs, ref, atol=1e-4)
+
+
+def test_stop_token_set_ends_each_row_at_its_first_stop(params, greedy):
+    ref = greedy.generate(PROMPTS)
+    seq_a, seq_b = ref[0][0].tokens.tolist(), ref[1][0].tokens.tolist()
+    stop_a = seq_a[2]
+    stop_b = next(t for t in seq_b if t not in seq_a)  # ends row b only
+    stopped = Sampler(CFG, params, stop_ids=[stop_a, stop_b], pad_id=0, sampling=GREEDY).generate(
+        PROMPTS
+    )
+    for ref_seq, (c,) in zip((seq_a, seq_b), stopped):
+        first = next(i for i, t in enumerate(ref_seq) if t in (stop_a, stop_b))
+        assert c.stopped and c.tokens.tolist() == ref_seq[: first + 1]
+    assert not ref[0][0].stopped and len(seq_a) == GREEDY.max_new_tokens
+
+
+def test_beam_search(greedy):
+    sampler = greedy
+    greedy = sampler.generate(PROMPTS)
+    one = sampler.generate(PROMPTS, num_beams=1)
+    assert [o[0].tokens.tolist() for o in one] == [g[0].tokens.tolist() for g in greedy]
+    beams = sampler.generate(PROMPTS, num_beams=4)
+    for b, g in zip(beams, greedy):
+        scores = [c.score for c in b]
+        assert scores == sorted(scores, reverse=True) and len(b) == 4
+        assert len({tuple(c.tokens.tolist()) for c in b}) == 4
+        np.testing.assert_allclose(scores, [c.sum_logprob for c in b], atol=1e-3)
+        assert scores[0] >= g[0].sum_logprob - 1e-4
+
+
+def test_sharded_mesh_gives_same_tokens(greedy):
+    assert len(jax.devices()) == 8
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    sharded_params = init_params(CFG, jax.random.key(0), mesh)
+    sampler = Sampler(CFG, sharded_params, stop_ids=[], pad_id=0, sampling=GREEDY, mesh=mesh)
+    assert sampler.shards == 4
+    out = sampler.generate(PROMPTS, num_samples=2)
+    ref = greedy.generate(PROMPTS)
+    for o, r in zip(out, ref):
+        assert all(c.tokens.tolist() == r[0].tokens.tolist() for c in o)
+        np.testing.assert_allclose(o[0].logprobs, r[0].logprobs, atol=1e-4)
+
+
+# ----- logits processors vs transformers -----
+@pytest.mark.parametrize(
+    "config",
+    [
+        SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.3),
+        SamplingConfig(temperature=0.7, top_k=0, top_p=1.0, repetition_penalty=1.0),
+        SamplingConfig(temperature=1.0, top_k=7, top_p=1.0, repetition_penalty=1.0),
+        SamplingConfig(temperature=1.0, top_k=0, top_p=0.8, repetition_penalty=1.0),
+        SamplingConfig(temperature=1.0, top_k=0, top_p=0.999, repetition_penalty=1.0),
+        SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.2, repetition_penalty=1.0),
+        SamplingConfig(temperature=1.2, top_k=50, top_p=0.85, min_p=0.05, repetition_penalty=1.05),
+    ],
+)
+@pytest.mark.parametrize("peaked", [False, True])
+def test_processors_match_transformers(config, peaked):
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers.generation.logits_process")
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 300)).astype(np.float32) * (6.0 if peaked else 1.0)
+    input_ids = rng.integers(0, 300, size=(4, 12))
+    seen = np.zeros((4, 300), bool)
+    np.put_along_axis(seen, input_ids, True, axis=1)
+    procs = []
+    if config.repetition_penalty != 1.0:
+        procs.append(tf.RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
+    if config.temperature != 1.0:
+        procs.append(tf.TemperatureLogitsWarper(config.temperature))
+    if config.top_k:
+        procs.append(tf.TopKLogitsWarper(config.top_k))
+    if config.top_p < 1.0:
+        procs.append(tf.TopPLogitsWarper(config.top_p))
+    if config.min_p:
+        procs.append(tf.MinPLogitsWarper(config.min_p))
+    expected = torch.from_numpy(logits.copy())
+    for p in procs:
+        expected = p(torch.from_numpy(input_ids), expected)
+    expected = expected.numpy()
+    got = np.asarray(process_logits(jnp.asarray(logits), config, jnp.asarray(seen)))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_config_rejects_bad_values():
+    from logos_jax.errors import LogosError
+
+    with pytest.raises(LogosError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(LogosError, match="temperature"):
+        SamplingConfig(temperature=-1)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        SamplingConfig(temperature=1.2, top_k=50, top_p=0.85, min_p=0.0, repetition_penalty=1.05),
+        SamplingConfig(temperature=0.8, top_k=10, top_p=1.0, min_p=0.1, repetition_penalty=1.0),
+        SamplingConfig(temperature=1.0, top_k=0, top_p=0.5, repetition_penalty=1.2),
+    ],
+)
+def test_candidate_distribution_equals_full_vocabulary_distribution(config):
+    from logos_jax.sample.processors import token_distribution
+
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(3, 500)).astype(np.float32) * 4.0)
+    seen = jnp.asarray(rng.random((3, 500)) < 0.05)
+    _, full = token_distribution(logits, config, seen)
+    ids, probs = token_distribution(logits, config, seen, candidates=64)
+    scattered = np.zeros((3, 500), np.float32)
+    np.put_along_axis(scattered, np.asarray(ids), np.asarray(probs), axis=1)
+    np.testing.assert_allclose(scattered, np.asarray(full), atol=1e-6)
+
+
+def test_sample_token_frequencies_follow_the_distribution():
+    from logos_jax.sample.processors import sample_token, token_distribution
+
+    config = SamplingConfig(temperature=1.0, top_k=0, top_p=0.9, repetition_penalty=1.0)
+    logits = jnp.tile(jnp.linspace(0.0, 3.0, 12)[None], (20000, 1))
+    uniform = jax.random.uniform(jax.random.key(3), (20000,), minval=1e-7)
+    tokens = np.asarray(jax.jit(lambda x, u: sample_token(x, config, None, u))(logits, uniform))
+    _, probs = token_distribution(logits[:1], config)
+    freq = np.bincount(tokens, minlength=12) / len(tokens)
+    np.testing.assert_allclose(freq, np.asarray(probs[0]), atol=0.015)
