@@ -18,6 +18,7 @@ __all__ = [
     "Decoder",
     "KVCache",
     "abstract_params",
+    "head_kernel",
     "init_cache",
     "init_params",
     "logical_axes",
@@ -66,3 +67,14 @@ def init_params(
 
     out_shardings = None if mesh is None else param_shardings(config, mesh, rules)
     return jax.jit(init, out_shardings=out_shardings)(rng)
+
+
+def head_kernel(config: ModelConfig, params: Any) -> jax.Array:
+    """The output projection ``[hidden, vocab]``: the embedding transposed when tied.
+
+    For code that computes logits from ``Decoder(..., return_hidden=True)`` states itself (chunked
+    losses, last-position-only logits in the sampler); ``Decoder`` applies the same projection.
+    """
+    if config.tie_embeddings:
+        return params["embed_tokens"]["embedding"].T
+    return params["lm_head"]["kernel"]

@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from logos_jax.config import ModelConfig
-from logos_jax.model import Decoder, KVCache, init_cache
+from logos_jax.model import Decoder, KVCache, head_kernel, init_cache
 from logos_jax.model.layers import dtype_of
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, SamplingConfig, process_logits, sample_token
@@ -95,11 +95,8 @@ class _LoopState:
 def lm_head(config: ModelConfig, params: Any, hidden: jax.Array) -> jax.Array:
     """The decoder's output projection: hidden ``[..., hidden]`` -> logits ``[..., vocab]`` float32."""
     dtype = dtype_of(config.compute_dtype)
-    if config.tie_embeddings:
-        weight = params["embed_tokens"]["embedding"].T
-    else:
-        weight = params["lm_head"]["kernel"]
-    return jnp.dot(hidden.astype(dtype), weight.astype(dtype)).astype(jnp.float32)
+    weight = head_kernel(config, params).astype(dtype)
+    return jnp.dot(hidden.astype(dtype), weight).astype(jnp.float32)
 
 
 def pad_prompts(

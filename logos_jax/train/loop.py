@@ -293,7 +293,7 @@ def run_training(config: TrainConfig | dict[str, Any]) -> RunSummary:
         elif config.init_from:
             copy_tokenizer_files(Path(config.init_from), run_dir)
 
-    tx, schedule = make_optimizer(config.optimizer, config.steps)
+    tx, schedule = make_optimizer(config.optimizer, config.optimizer.schedule_steps or config.steps)
     layout = state_layout(model_cfg, tx, mesh)
     source = _make_source(config, spec, model_cfg, layout)
     writer = MetricsWriter(run_dir, tensorboard=config.tensorboard, enabled=primary)

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from logos_jax.config import ModelConfig
 from logos_jax.data.corpus import MODALITIES
-from logos_jax.model import Decoder, abstract_params, param_shardings
+from logos_jax.model import Decoder, abstract_params, head_kernel, param_shardings
 from logos_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, logical_to_spec
 
 BATCH_KEYS = ("tokens", "segment_ids", "positions", "modality", "target_mask")
@@ -58,13 +58,6 @@ def shift_targets(batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, ja
     return shift(tokens), weights, shift(batch["modality"])
 
 
-def _head_kernel(params: Any, config: ModelConfig) -> jax.Array:
-    """``[hidden, vocab]`` output projection (the embedding transposed when tied)."""
-    if config.tie_embeddings:
-        return params["embed_tokens"]["embedding"].T
-    return params["lm_head"]["kernel"]
-
-
 def token_losses(
     params: Any,
     batch: dict[str, jax.Array],
@@ -81,7 +74,7 @@ def token_losses(
         return_hidden=True,
     )
     targets, _, _ = shift_targets(batch)
-    kernel = _head_kernel(params, config).astype(hidden.dtype)
+    kernel = head_kernel(config, params).astype(hidden.dtype)
     b, s, d = hidden.shape
     chunk = loss.loss_chunk or s
     n = s // chunk
