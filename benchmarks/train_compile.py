@@ -30,8 +30,6 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 
-    import jax
-    import jax.numpy as jnp
     from jax.experimental import topologies
 
     from logos_jax.model import Decoder
@@ -39,8 +37,8 @@ def main() -> None:
     from logos_jax.train.config import load_train_config
     from logos_jax.train.optim import make_optimizer
     from logos_jax.train.step import (
-        BATCH_KEYS,
         LossConfig,
+        abstract_batch,
         jit_train_step,
         make_train_step,
         state_layout,
@@ -66,14 +64,7 @@ def main() -> None:
         grad_accum=cfg.grad_accum,
         nan_policy=cfg.nan_policy,
     )
-    batch = {
-        k: jax.ShapeDtypeStruct(
-            (cfg.batch_size, cfg.seq_len),
-            jnp.float32 if k == "target_mask" else jnp.int32,
-            sharding=layout.batch,
-        )
-        for k in BATCH_KEYS
-    }
+    batch = abstract_batch(cfg.batch_size, cfg.seq_len, layout.batch)
     print(
         f"{args.config}: {model_cfg.num_params() / 1e9:.2f}B params on {args.topology} "
         f"({len(topo.devices)} x {topo.devices[0].device_kind}), mesh {dict(mesh.shape)}, batch "

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from logos_jax.checkpoint import MODEL_CONFIG, copy_tokenizer_files
@@ -32,8 +31,8 @@ from logos_jax.train.init import fit_vocab, fresh_params, load_initial
 from logos_jax.train.metrics import MetricsWriter, mfu, peak_flops_per_device, perplexity
 from logos_jax.train.optim import make_optimizer
 from logos_jax.train.step import (
-    BATCH_KEYS,
     LossConfig,
+    abstract_batch,
     init_state,
     jit_train_step,
     make_eval_step,
@@ -243,14 +242,7 @@ def _compile_train_step(config: TrainConfig, model, tx, schedule, loss_cfg, layo
         grad_accum=config.grad_accum,
         nan_policy=config.nan_policy,
     )
-    batch_shape = {
-        k: jax.ShapeDtypeStruct(
-            (config.batch_size, config.seq_len),
-            jnp.float32 if k == "target_mask" else jnp.int32,
-            sharding=layout.batch,
-        )
-        for k in BATCH_KEYS
-    }
+    batch_shape = abstract_batch(config.batch_size, config.seq_len, layout.batch)
     t0 = time.perf_counter()
     compiled = jit_train_step(step_fn, layout).lower(layout.abstract, batch_shape).compile()
     return compiled, time.perf_counter() - t0
