@@ -601,3 +601,25 @@ def test_cli_encode_csv_column_and_parse(grammar_cli, fixtures, tmp_path, capsys
 def test_cli_missing_input_is_a_user_error(grammar_cli, tmp_path, capsys):
     assert grammar_cli(["grammar", "parse", "--input", str(tmp_path / "nope.txt")]) == 2
     assert "input file not found" in capsys.readouterr().err
+
+
+def test_cli_encode_rejects_invalid_smiles_unless_told_not_to(grammar_cli, tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    src = tmp_path / "in.smi"
+    src.write_text("CC(=O)Oc1ccccc1C(=O)O\nC1CC(\n")
+    assert grammar_cli(["grammar", "encode", "--layout", "molecule", "--input", str(src)]) == 0
+    out = capsys.readouterr()
+    assert out.out == "<MoleculeS>CC(=O)Oc1ccccc1C(=O)O<MoleculeE>\n"
+    assert "line 2: invalid SMILES (RDKit cannot sanitize it): C1CC(" in out.err
+    args = [
+        "grammar",
+        "encode",
+        "--layout",
+        "molecule",
+        "--input",
+        str(src),
+        "--check-smiles",
+        "off",
+    ]
+    assert grammar_cli(args) == 0
+    assert capsys.readouterr().out.count("<MoleculeS>") == 2

@@ -56,6 +56,7 @@ from logos_jax.data.corpus import (
 )
 from logos_jax.data.sources import FORMATS, RawRecord, read_source, structure_record
 from logos_jax.errors import LogosError
+from logos_jax.grammar.chem import SMILES_CHECKS, smiles_checker
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 WORK_DIR = ".work"
@@ -108,7 +109,6 @@ _SOURCE_KEYS = {
     "check_smiles",
     "limit",
 }
-SMILES_CHECKS = ("sanitize", "parse", "off")
 _OPTION_KEYS = {"template", "field", "fields", "cutoff", "contact_rule"}
 
 
@@ -269,27 +269,6 @@ def _heldout_row(layout: str, key: str, sequence: str) -> dict[str, str] | None:
     return {"id": key, "protein_pocket_ligand": prompt, "groundtruth": truth}
 
 
-def _smiles_problem(mode: str) -> Any:
-    """A function ``text -> reason | None`` checking every molecule block of a grammar sequence."""
-    from logos_jax.grammar import molecule_blocks
-    from logos_jax.grammar.chem import rdkit_chem
-
-    chem = rdkit_chem()
-    seen: dict[str, bool] = {}
-
-    def valid(smiles: str) -> bool:
-        if smiles not in seen:
-            mol = chem.MolFromSmiles(smiles, sanitize=mode == "sanitize")
-            seen[smiles] = mol is not None and mol.GetNumAtoms() > 0
-        return seen[smiles]
-
-    def problem(text: str) -> str | None:
-        bad = [s for s in molecule_blocks(text) if not valid(s)]
-        return f"invalid SMILES (RDKit cannot {mode} it): {bad[0]}" if bad else None
-
-    return problem
-
-
 def _encode_chunk(
     source: SourceConfig, records: list[RawRecord], config: BuildConfig
 ) -> tuple[dict, list[dict], list[tuple[str, dict]]]:
@@ -298,7 +277,7 @@ def _encode_chunk(
 
     fraction = config.eval_fraction if source.eval_fraction is None else source.eval_fraction
     mode = source.check_smiles or config.check_smiles
-    smiles_problem = _smiles_problem(mode) if mode != "off" else (lambda text: None)
+    smiles_problem = smiles_checker(mode)
     texts, places, rejects, heldout = [], [], [], []
     for rec in records:
         split = "eval" if _is_eval(config.seed, rec.group, fraction) else "train"

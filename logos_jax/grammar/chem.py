@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 from logos_jax.errors import missing_extra
@@ -126,3 +127,32 @@ def strip_atom_maps(rxn_smiles: str) -> tuple[list[str], list[str], list[str]]:
             cleaned.append(chem.MolToSmiles(mol))
         sides.append(cleaned)
     return sides[0], sides[1], sides[2]
+
+
+SMILES_CHECKS = ("sanitize", "parse", "off")
+
+
+def smiles_checker(mode: str = "sanitize") -> Callable[[str], str | None]:
+    """``text -> reason | None``: checks every molecule block of a grammar sequence with RDKit.
+
+    ``sanitize`` (full RDKit sanitisation), ``parse`` (syntax only: for MOF nodes, which often do not
+    sanitise) or ``off``. Results are cached per SMILES.
+    """
+    from logos_jax.grammar.parse import molecule_blocks
+
+    if mode == "off":
+        return lambda text: None
+    chem = rdkit_chem()
+    seen: dict[str, bool] = {}
+
+    def valid(smiles: str) -> bool:
+        if smiles not in seen:
+            mol = chem.MolFromSmiles(smiles, sanitize=mode == "sanitize")
+            seen[smiles] = mol is not None and mol.GetNumAtoms() > 0
+        return seen[smiles]
+
+    def problem(text: str) -> str | None:
+        bad = [s for s in molecule_blocks(text) if not valid(s)]
+        return f"invalid SMILES (RDKit cannot {mode} it): {bad[0]}" if bad else None
+
+    return problem

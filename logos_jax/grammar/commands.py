@@ -57,6 +57,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     enc.add_argument("--randomize-smiles", action="store_true", help="write random SMILES (RDKit)")
     enc.add_argument("--seed", type=int, default=0, help="seed for --randomize-smiles")
     enc.add_argument(
+        "--check-smiles",
+        choices=("sanitize", "parse", "off"),
+        default=None,
+        help="reject records whose SMILES RDKit cannot sanitize / parse (default: sanitize when "
+        "RDKit is installed, parse for materials, off without RDKit)",
+    )
+    enc.add_argument(
         "--cutoff",
         type=float,
         default=4.5,
@@ -175,12 +182,17 @@ class _AtomicOutput:
 def run_encode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from logos_jax.grammar.chem import has_rdkit, smiles_checker
     from logos_jax.grammar.records import encode_record
     from logos_jax.grammar.structure import ContactRule
     from logos_jax.grammar.validate import GrammarError
 
     rng = random.Random(args.seed)
     rule = ContactRule("distance", args.cutoff)
+    mode = args.check_smiles
+    if mode is None:  # chemistry checks when RDKit is there; MOF nodes rarely sanitise
+        mode = "off" if not has_rdkit() else "parse" if args.layout == "material" else "sanitize"
+    smiles_problem = smiles_checker(mode)
     encoded = rejected = 0
     with _open_input(args.input) as stream, _AtomicOutput(args.output) as out:
         records = _records(stream, fasta=args.fasta, csv_column=args.csv_column)
@@ -195,6 +207,11 @@ def run_encode(args: argparse.Namespace) -> int:
                 )
             except GrammarError as err:
                 print(f"line {number}: {err}", file=sys.stderr)
+                rejected += 1
+                continue
+            problem = smiles_problem(text)
+            if problem is not None:
+                print(f"line {number}: {problem}", file=sys.stderr)
                 rejected += 1
                 continue
             out.write(text + "\n")
