@@ -229,3 +229,30 @@ def test_hf2jax_add_tags_resizes_embeddings(tmp_path):
         )
     decoded = tokenizer.decode(tokenizer.encode("<MoleculeS> w5 <MoleculeE>", add_bos=False))
     assert "<MoleculeS>" in decoded and "<MoleculeE>" in decoded
+
+
+def test_plain_base_checkpoint_converts_and_samples_free_text(tmp_path):
+    """A base model whose tokenizer has no grammar tags is still usable: convert, then `--task free`."""
+    from logos_jax.sample.jobs import run_sampling
+
+    make_hf_model("llama", tmp_path / "hf")  # vocab 256, tied
+    _word_tokenizer(tmp_path / "hf", 250)
+    hf_to_jax(tmp_path / "hf", tmp_path / "jax", progress=False)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "w5 w6 w7"}\n{"id": "b", "prompt": "w9"}\n')
+    out = tmp_path / "out.jsonl"
+    from logos_jax.sample.sampler import SamplingConfig
+
+    report = run_sampling(
+        "free",
+        out,
+        ckpt=tmp_path / "jax",
+        input_path=prompts,
+        num_samples=2,
+        sampling=SamplingConfig(max_new_tokens=8),
+        progress=False,
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report.written == 2 and len(rows) == 4
+    assert {r["id"] for r in rows} == {"a", "b"}
+    assert all(r["num_tokens"] >= 1 and r["perplexity"] > 0 for r in rows)
