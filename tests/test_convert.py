@@ -234,6 +234,7 @@ def test_hf2jax_add_tags_resizes_embeddings(tmp_path):
 def test_plain_base_checkpoint_converts_and_samples_free_text(tmp_path):
     """A base model whose tokenizer has no grammar tags is still usable: convert, then `--task free`."""
     from logos_jax.sample.jobs import run_sampling
+    from logos_jax.sample.sampler import SamplingConfig
 
     make_hf_model("llama", tmp_path / "hf")  # vocab 256, tied
     _word_tokenizer(tmp_path / "hf", 250)
@@ -241,8 +242,6 @@ def test_plain_base_checkpoint_converts_and_samples_free_text(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "a", "prompt": "w5 w6 w7"}\n{"id": "b", "prompt": "w9"}\n')
     out = tmp_path / "out.jsonl"
-    from logos_jax.sample.sampler import SamplingConfig
-
     report = run_sampling(
         "free",
         out,
