@@ -65,3 +65,16 @@ parse_common() {
     esac
   done
 }
+
+# parse_config_only: after parse_common, takes --config FILE from REST (nothing else allowed) into CONFIG.
+# shellcheck disable=SC2034  # CONFIG is read by the sourcing script
+parse_config_only() {
+  CONFIG=""
+  set -- "${REST[@]+"${REST[@]}"}"
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --config) CONFIG="$2"; shift 2 ;;
+      *) die "unknown option $1" ;;
+    esac
+  done
+}

@@ -5,14 +5,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_common "$@"
-CONFIG=""
-set -- "${REST[@]+"${REST[@]}"}"
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --config) CONFIG="$2"; shift 2 ;;
-    *) die "unknown option $1" ;;
-  esac
-done
+parse_config_only
 [[ -f "$CONFIG" ]] || die "--config FILE is required and must exist (got '$CONFIG')"
 tpu_flags
 echo "# copy $CONFIG to ~/$REMOTE_DIR/ on all workers"

@@ -18,14 +18,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 parse_common "${ARGS[@]+"${ARGS[@]}"}"
-CONFIG=""
-set -- "${REST[@]+"${REST[@]}"}"
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --config) CONFIG="$2"; shift 2 ;;
-    *) die "unknown option $1" ;;
-  esac
-done
+parse_config_only
 [[ -n "$CONFIG" ]] || die "--config is required"
 QUOTED=""
 for item in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do

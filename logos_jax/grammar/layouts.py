@@ -19,6 +19,7 @@ written exactly like a plain protein / a level-1 complex); a level-1 ``Complex``
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, ClassVar
 
@@ -56,7 +57,7 @@ def _smiles_tuple(values: Any, what: str) -> tuple[str, ...]:
     return tuple(check_smiles(v, what[:-1] if what.endswith("s") else what) for v in values)
 
 
-class _Layout:
+class _Layout(abc.ABC):
     """Shared behaviour: ``name`` defaults to ``layout``; ``encode`` is ``prompt + answer``."""
 
     layout: ClassVar[str]
@@ -65,11 +66,13 @@ class _Layout:
     def name(self) -> str:
         return self.layout
 
+    @abc.abstractmethod
     def prompt(self) -> str:
-        raise NotImplementedError
+        """The part a task gives the model."""
 
+    @abc.abstractmethod
     def answer(self) -> str:
-        raise NotImplementedError
+        """The rest of the sequence."""
 
     def encode(self) -> str:
         return self.prompt() + self.answer()
