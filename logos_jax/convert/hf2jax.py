@@ -20,7 +20,6 @@ from logos_jax.convert.name_map import (
     hf_shape,
     hf_tensors,
     param_table,
-    set_path,
 )
 from logos_jax.convert.resize import check_growth, resize_rows
 from logos_jax.convert.safetensors_io import DTYPES, HF_DTYPE, TensorInfo, index_tensors, read_into
@@ -106,14 +105,6 @@ def iter_hf_params(
             bar.update()
         yield entry.path, dest
     bar.close()
-
-
-def load_hf_params(hf_dir: Path, config: ModelConfig, progress: bool = True) -> dict:
-    """All parameters of ``hf_dir`` as a params tree of numpy arrays."""
-    params: dict = {}
-    for path, value in iter_hf_params(hf_dir, config, progress):
-        set_path(params, path, value)
-    return params
 
 
 def _with_resized_vocab(
