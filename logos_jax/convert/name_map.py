@@ -77,9 +77,3 @@ def get_path(tree: dict, path: tuple[str, ...]):
     for key in path:
         tree = tree[key]
     return tree
-
-
-def set_path(tree: dict, path: tuple[str, ...], value) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
