@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig, load_model_config, save_model_config
 from logos_jax.errors import LogosError
-from logos_jax.model import abstract_params
+from logos_jax.model import abstract_params, param_shardings, stack_layers
 from logos_jax.sharding import DEFAULT_RULES, Rules
 
 MODEL_CONFIG = "model_config.yaml"
@@ -112,6 +112,20 @@ def restore_params(path: Path, target: Any) -> Any:
         checkpointer.close()
 
 
+def stores_scanned_layers(path: Path) -> bool:
+    """Whether the params tree at ``path`` stacks its blocks under ``layers`` (``scan_layers=True``)
+    rather than holding one ``layers_{i}`` subtree per block (a run trained with ``scan_layers=False``)."""
+    path = _pytree_dir(Path(path))
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        keys = checkpointer.metadata(path.absolute()).item_metadata.keys()
+    except FileNotFoundError:
+        raise LogosError(f"{path}: no Orbax checkpoint here") from None
+    finally:
+        checkpointer.close()
+    return "layers_0" not in keys
+
+
 def save_model(
     out_dir: Path,
     config: ModelConfig,
@@ -184,16 +198,26 @@ def load_model(
     rules: Rules = DEFAULT_RULES,
     param_dtype: str | None = None,
 ) -> tuple[ModelConfig, Any]:
-    """Load (config, params) directly sharded onto ``mesh`` (default: a 1-device mesh on device 0)."""
+    """Load (config, params) directly sharded onto ``mesh`` (default: a 1-device mesh on device 0).
+
+    Params come in the stacked (scanned) layout whichever layout the checkpoint holds.
+    """
     from logos_jax.sharding import MeshConfig, make_mesh
 
     model_dir, params_dir = resolve_model_dir(path)
     config = load_model_config(model_dir / MODEL_CONFIG)
     mesh = mesh or make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
-    target = abstract_params(config, mesh, rules)
+    scanned = stores_scanned_layers(params_dir)
+    target = abstract_params(config, mesh, rules, scan_layers=scanned)
     if param_dtype is not None:
         config = config.replace(param_dtype=param_dtype)
         target = jax.tree.map(
             lambda t: jax.ShapeDtypeStruct(t.shape, param_dtype, sharding=t.sharding), target
         )
-    return config, restore_params(params_dir, target)
+    params = restore_params(params_dir, target)
+    if not scanned:  # always hand out the stacked layout
+        params = jax.jit(
+            lambda p: stack_layers(p, config.num_layers),
+            out_shardings=param_shardings(config, mesh, rules),
+        )(params)
+    return config, params

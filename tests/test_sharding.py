@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from logos_jax.checkpoint import load_model, save_model
 from logos_jax.config import load_model_config
 from logos_jax.errors import LogosError
-from logos_jax.model import Decoder, init_params
+from logos_jax.model import Decoder, init_params, stack_layers, unstack_layers
 from logos_jax.sharding import MeshConfig, batch_sharding, logical_to_spec, make_mesh
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
@@ -63,6 +63,38 @@ def test_sharded_forward_equals_unsharded(qwen_like):
     out, _ = fwd({"params": sharded}, tokens, positions, segments)
     assert out.sharding.spec == PartitionSpec("fsdp", None, "tensor")
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
+
+
+def test_unscanned_layers_compute_the_same_sharded(qwen_like):
+    """scan_layers=False: per-layer params (no ``layers`` axis), same values, same forward, with a
+    KV cache too; stack/unstack are exact inverses."""
+    cfg = qwen_like
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (8, 12)), jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(12, dtype=jnp.int32), tokens.shape)
+    params = init_params(cfg, jax.random.key(0))
+    ref, _ = jax.jit(Decoder(cfg).apply)({"params": params}, tokens, positions)
+
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    per_layer = init_params(cfg, jax.random.key(0), mesh, scan_layers=False)
+    assert "layers" not in per_layer and f"layers_{cfg.num_layers - 1}" in per_layer
+    q = per_layer["layers_0"]["self_attn"]["q_proj"]["kernel"]
+    assert q.sharding.spec == PartitionSpec("fsdp", "tensor")
+    restacked = stack_layers(per_layer, cfg.num_layers)
+    jax.tree.map(np.testing.assert_array_equal, restacked, params)
+    jax.tree.map(
+        np.testing.assert_array_equal, unstack_layers(restacked, cfg.num_layers), per_layer
+    )
+    model = Decoder(cfg, mesh=mesh, scan_layers=False)
+    out, _ = jax.jit(model.apply)({"params": per_layer}, tokens, positions)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
+
+    from logos_jax.model import init_cache
+
+    cache = init_cache(cfg, 8, 16)
+    _, scanned_cache = Decoder(cfg).apply({"params": params}, tokens, positions, cache=cache)
+    _, layer_cache = model.apply({"params": per_layer}, tokens, positions, cache=cache)
+    np.testing.assert_allclose(np.asarray(layer_cache.k), np.asarray(scanned_cache.k), atol=1e-5)
+    assert int(layer_cache.index) == 12
 
 
 def test_checkpoint_saved_on_8_restores_on_1_and_4(qwen_like, tmp_path):

@@ -202,6 +202,30 @@ def test_resume_other_mesh_and_uncommitted_step_ignored(tmp_path):
     assert cfg.num_layers == 2 and params["embed_tokens"]["embedding"].shape == (64, 32)
 
 
+def test_unscanned_layers_train_the_same_and_load_stacked(tmp_path):
+    from logos_jax.checkpoint import load_model
+
+    scanned = run_training(tiny_config(tmp_path / "s", steps=4))
+    run = tmp_path / "u"
+    per_layer = run_training(tiny_config(run, steps=4, scan_layers=False))
+    np.testing.assert_allclose(
+        list(per_layer.losses.values()), list(scanned.losses.values()), rtol=2e-5
+    )
+    # Sampling / jax2hf / init_from see the stacked layout whatever the run used.
+    _, a = load_model(tmp_path / "s")
+    _, b = load_model(run)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
+    with pytest.raises(LogosError, match="saved with scan_layers=false; resume with the same"):
+        run_training(tiny_config(run, steps=6))
+    resumed = run_training(tiny_config(run, steps=6, scan_layers=False))
+    assert resumed.start_step == 4 and resumed.final_step == 6
+    # init_from a per-layer run into a scanned one.
+    warm = run_training(
+        tiny_config(tmp_path / "w", steps=1, init_from=str(run), model_overrides={})
+    )
+    assert warm.final_step == 1
+
+
 def test_host_memory_flat_over_many_saves(tmp_path):
     from logos_jax.config import load_model_config
     from logos_jax.model import init_params

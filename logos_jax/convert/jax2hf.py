@@ -13,21 +13,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import jax
 import numpy as np
 from tqdm import tqdm
 
-from logos_jax.checkpoint import (
-    MODEL_CONFIG,
-    copy_tokenizer_files,
-    resolve_model_dir,
-    restore_params,
-)
-from logos_jax.config import load_model_config
+from logos_jax.checkpoint import copy_tokenizer_files, load_model, resolve_model_dir
 from logos_jax.convert.name_map import get_path, hf_tensors
 from logos_jax.errors import LogosError
-from logos_jax.model import abstract_params
-from logos_jax.sharding import MeshConfig, make_mesh
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 
@@ -58,10 +49,8 @@ def jax_to_hf(
     out_dir = Path(out_dir).absolute()
     if out_dir.exists():
         raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
-    model_dir, params_dir = resolve_model_dir(ckpt)
-    config = load_model_config(model_dir / MODEL_CONFIG)
-    mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
-    params = restore_params(params_dir, abstract_params(config, mesh))
+    model_dir, _ = resolve_model_dir(ckpt)
+    config, params = load_model(ckpt)
 
     names = list(hf_tensors(config))
     sizes = [

@@ -79,6 +79,7 @@ class Decoder(nn.Module):
     remat_policy: str = "none"
     mesh: Mesh | None = None
     rules: Rules = DEFAULT_RULES
+    scan_layers: bool = True
 
     def _constrain(self, x: jnp.ndarray, axes: tuple[str | None, ...]) -> jnp.ndarray:
         if self.mesh is None:
@@ -131,18 +132,29 @@ class Decoder(nn.Module):
             layer_caches = (cache.k, cache.v)
 
         block = Block
-        policy = REMAT_POLICIES[self.remat_policy]
         if self.remat_policy != "none":
-            block = nn.remat(Block, policy=policy, prevent_cse=False)
-        blocks = nn.scan(
-            block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
-            length=cfg.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )(cfg, name="layers")
-        x, new_layer_caches = blocks(x, cos, sin, mask, cache_index, layer_caches)
+            block = nn.remat(Block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False)
+        if self.scan_layers:
+            blocks = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, name="layers")
+            x, new_layer_caches = blocks(x, cos, sin, mask, cache_index, layer_caches)
+        else:
+            new_caches = []
+            for i in range(cfg.num_layers):
+                layer_cache = (
+                    None if layer_caches is None else (layer_caches[0][i], layer_caches[1][i])
+                )
+                x, c = block(cfg, name=f"layers_{i}")(x, cos, sin, mask, cache_index, layer_cache)
+                new_caches.append(c)
+            new_layer_caches = None
+            if layer_caches is not None:
+                new_layer_caches = tuple(jnp.stack([c[j] for c in new_caches]) for j in (0, 1))
         x = RMSNorm(cfg.norm_eps, dtype, pdtype, name="norm")(x)
 
         new_cache = None

@@ -45,6 +45,12 @@ class RMSNorm(nn.Module):
         return scale.astype(self.dtype) * normed.astype(self.dtype)
 
 
+def matmul(x: jnp.ndarray, kernel: jnp.ndarray, **kwargs: Any) -> jnp.ndarray:
+    """``x [..., in] @ kernel [in, out] -> [..., out]`` as one 2-D matmul (leading axes flattened)."""
+    out = jnp.dot(x.reshape(-1, x.shape[-1]), kernel, **kwargs)
+    return out.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
 class Dense(nn.Module):
     """``y = x @ kernel`` with ``kernel [in, out]`` (HF ``weight`` transposed), no bias."""
 
@@ -61,7 +67,7 @@ class Dense(nn.Module):
             (x.shape[-1], self.features),
             self.param_dtype,
         )
-        return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        return matmul(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
 def attention_mask(
@@ -117,14 +123,19 @@ class Attention(nn.Module):
             v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
             new_cache = (k, v)
 
-        # [batch, q, kv_heads, group, head_dim] x [batch, kv, kv_heads, head_dim]
-        q = q.reshape(batch, seq, kv_heads, heads // kv_heads, hd)
-        scores = jnp.einsum(
-            "bqkgd,btkd->bkgqt", q, k.astype(dtype), preferred_element_type=jnp.float32
-        ) * (hd**-0.5)
+        # Head-major operands (XLA's batched matmuls take them without extra copies):
+        # [batch, kv_heads, group * q, head_dim] x [batch, kv_heads, kv, head_dim]
+        group, kv_len = heads // kv_heads, k.shape[1]
+        q = q.reshape(batch, seq, kv_heads, group, hd).transpose(0, 2, 3, 1, 4)
+        q = q.reshape(batch, kv_heads, group * seq, hd)
+        k, v = (t.astype(dtype).transpose(0, 2, 1, 3) for t in (k, v))
+        scores = jnp.einsum("bkqd,bktd->bkqt", q, k, preferred_element_type=jnp.float32)
+        scores = scores.reshape(batch, kv_heads, group, seq, kv_len) * (hd**-0.5)
         scores = jnp.where(mask, scores, MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        out = jnp.einsum("bkgqt,btkd->bqkgd", probs, v.astype(dtype))
+        probs = probs.reshape(batch, kv_heads, group * seq, kv_len)
+        out = jnp.einsum("bkqt,bktd->bkqd", probs, v)
+        out = out.reshape(batch, kv_heads, group, seq, hd).transpose(0, 3, 1, 2, 4)
         out = out.reshape(batch, seq, heads * hd)
         return Dense(cfg.hidden_size, ("q_heads", "embed"), dtype, pdtype, name="o_proj")(
             out

@@ -92,6 +92,10 @@ class TrainConfig:
     seq_len: int = 256
     grad_accum: int = 1  # micro-batches per step (batch_size must divide evenly)
     remat: str = "none"  # none | full | dots | dots_no_batch
+    # true: layers run as one scanned block (stacked params; fast compile, the TPU default).
+    # false: one block per layer (per-layer params; no stacking copies: faster steps on CPU/GPU
+    # at small scale, compile time grows with depth). A run keeps the layout it started with.
+    scan_layers: bool = True
     loss_chunk: int = 0  # cross-entropy over chunks of this many positions (0: whole sequence)
     z_loss: float = 0.0
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from logos_jax.checkpoint import MODEL_CONFIG, copy_tokenizer_files
+from logos_jax.checkpoint import MODEL_CONFIG, PARAMS, copy_tokenizer_files, stores_scanned_layers
 from logos_jax.config import ModelConfig, find_preset, load_model_config, save_model_config
 from logos_jax.data.corpus import MODALITIES
 from logos_jax.errors import LogosError
@@ -27,7 +27,7 @@ from logos_jax.train import data as data_lib
 from logos_jax.train import distributed
 from logos_jax.train.checkpointing import COMMIT_MARKERS, TrainCheckpointer
 from logos_jax.train.config import TrainConfig, from_dict, save_train_config
-from logos_jax.train.init import fit_vocab, fresh_params, load_initial
+from logos_jax.train.init import fit_vocab, fresh_params, load_initial, to_layer_layout
 from logos_jax.train.metrics import MetricsWriter, mfu, peak_flops_per_device, perplexity
 from logos_jax.train.optim import make_optimizer
 from logos_jax.train.step import (
@@ -150,9 +150,21 @@ def _model_and_params(config: TrainConfig, spec: DataSpec, run_dir: Path, resumi
     if resuming:
         return load_model_config(run_dir / MODEL_CONFIG), None
     if config.init_from:
-        return load_initial(config.init_from, config.model_overrides, spec.vocab_size, mesh)
+        model, params = load_initial(
+            config.init_from, config.model_overrides, spec.vocab_size, mesh
+        )
+        return model, to_layer_layout(params, model, mesh, config.scan_layers)
     model = fit_vocab(config.model_config(), spec.vocab_size)
-    return model, fresh_params(model, config.seed, mesh)
+    return model, fresh_params(model, config.seed, mesh, config.scan_layers)
+
+
+def _check_layer_layout(step_dir: Path, scan_layers: bool) -> None:
+    if stores_scanned_layers(step_dir / PARAMS) != scan_layers:
+        raise LogosError(
+            f"{step_dir} was saved with scan_layers={str(not scan_layers).lower()}; resume with "
+            "the same setting (or start a new run_dir with init_from=<this run>, which accepts "
+            "either layout)"
+        )
 
 
 class _Logger:
@@ -286,17 +298,20 @@ def run_training(config: TrainConfig | dict[str, Any]) -> RunSummary:
             copy_tokenizer_files(Path(config.init_from), run_dir)
 
     tx, schedule = make_optimizer(config.optimizer, config.optimizer.schedule_steps or config.steps)
-    layout = state_layout(model_cfg, tx, mesh)
+    layout = state_layout(model_cfg, tx, mesh, scan_layers=config.scan_layers)
     source = _make_source(config, spec, model_cfg, layout)
     writer = MetricsWriter(run_dir, tensorboard=config.tensorboard, enabled=primary)
     try:
         if resume_step is not None:
+            _check_layer_layout(checkpointer.directory / str(resume_step), config.scan_layers)
             state = checkpointer.restore(resume_step, layout, source)
             print(f"resumed {run_dir} from step {resume_step}", file=sys.stderr)
         else:
             state = init_state(params, tx, layout, config.seed)
         del params
-        model = Decoder(model_cfg, remat_policy=config.remat, mesh=mesh)
+        model = Decoder(
+            model_cfg, remat_policy=config.remat, mesh=mesh, scan_layers=config.scan_layers
+        )
         loss_cfg = LossConfig(config.loss_chunk, config.z_loss)
         train_step, compile_s = _compile_train_step(config, model, tx, schedule, loss_cfg, layout)
         eval_step, eval_data = None, []

@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from logos_jax.config import ModelConfig
 from logos_jax.data.corpus import MODALITIES
 from logos_jax.model import Decoder, abstract_params, head_kernel, param_shardings
+from logos_jax.model.layers import matmul
 from logos_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, logical_to_spec
 
 BATCH_KEYS = ("tokens", "segment_ids", "positions", "modality", "target_mask")
@@ -94,7 +95,7 @@ def token_losses(
     n = s // chunk
 
     def chunk_loss(h: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = jnp.dot(h, kernel, preferred_element_type=jnp.float32)  # [b, chunk, vocab]
+        logits = matmul(h, kernel, preferred_element_type=jnp.float32)  # [b, chunk, vocab]
         if model.mesh is not None:
             spec = logical_to_spec(("batch", "seq", "vocab"), logits.shape, model.mesh, model.rules)
             logits = jax.lax.with_sharding_constraint(logits, NamedSharding(model.mesh, spec))
@@ -219,12 +220,19 @@ class StateLayout:
 
 
 def state_layout(
-    config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: Rules = DEFAULT_RULES
+    config: ModelConfig,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules: Rules = DEFAULT_RULES,
+    scan_layers: bool = True,
 ) -> StateLayout:
-    """Optimizer moments take their parameter's sharding; scalars are replicated."""
+    """Optimizer moments take their parameter's sharding; scalars are replicated.
+
+    ``scan_layers=False``: params (and moments) hold one ``layers_{i}`` subtree per block.
+    """
     replicated = NamedSharding(mesh, PartitionSpec())
-    p_shard = param_shardings(config, mesh, rules)
-    p_abstract = abstract_params(config, mesh, rules)
+    p_shard = param_shardings(config, mesh, rules, scan_layers)
+    p_abstract = abstract_params(config, mesh, rules, scan_layers)
     opt_shapes = jax.eval_shape(tx.init, p_abstract)
     opt_shard = optax.tree_map_params(
         tx, lambda _, s: s, opt_shapes, p_shard, transform_non_params=lambda _: replicated
