@@ -94,6 +94,52 @@ def test_decay_mask_and_schedule():
     assert float(cos(50)) == pytest.approx(0.5, abs=1e-6)
 
 
+@pytest.mark.parametrize("clip_norm", [0.0, 0.05, 100.0])
+def test_fused_update_equals_the_optax_chain(clip_norm):
+    """make_optimizer's one-pass update == optax.chain(clip_by_global_norm, adamw(mask)), with the
+    clip active, inactive and off, over steps of a warmup schedule."""
+    import optax
+
+    from logos_jax.config import load_model_config
+    from logos_jax.model import init_params
+    from logos_jax.train.config import OptimizerConfig
+    from logos_jax.train.optim import decay_mask, make_optimizer
+
+    cfg = OptimizerConfig(lr=1e-2, warmup_steps=2, clip_norm=clip_norm, weight_decay=0.3)
+    ours, schedule = make_optimizer(cfg, 6)
+    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+    ref = optax.chain(
+        *parts,
+        optax.adamw(
+            schedule,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=0.3,
+            mask=lambda p: decay_mask(p, False),
+        ),
+    )
+    model = load_model_config("tiny").replace(tie_embeddings=False)
+    params = init_params(model, jax.random.key(0))
+    state = {"ours": (params, ours.init(params)), "ref": (params, ref.init(params))}
+    for step in range(4):
+        grads = jax.tree.map(
+            lambda p, k=step: jax.random.normal(jax.random.key(k), p.shape) * 0.01, params
+        )
+        for name, tx in (("ours", ours), ("ref", ref)):
+            p, s = state[name]
+            updates, s = tx.update(grads, s, p)
+            state[name] = (optax.apply_updates(p, updates), s)
+    np.testing.assert_allclose(
+        *[np.concatenate([x.ravel() for x in jax.tree.leaves(state[n][0])]) for n in state],
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert not np.array_equal(
+        np.asarray(state["ours"][0]["norm"]["scale"]), np.asarray(params["norm"]["scale"])
+    )
+
+
 def _packed_batch(rng, vocab=64):
     """Two rows: row 0 packs documents of 5 and 7 tokens + padding; row 1 one document."""
     tokens = rng.integers(1, vocab, (2, 16)).astype(np.int32)
