@@ -132,19 +132,20 @@ def index_tensors(hf_dir: Path) -> dict[str, TensorInfo]:
     return tensors
 
 
-def read_into(info: TensorInfo, out: np.ndarray) -> np.ndarray:
-    """Read ``info`` into the contiguous buffer ``out`` (same dtype and size); returns ``out``."""
-    view = memoryview(out.reshape(-1).view(np.uint8))
-    with open(info.file, "rb") as f:
-        f.seek(info.start)
-        got = f.readinto(view)
-    if got != info.nbytes:
+def map_tensor(info: TensorInfo) -> np.ndarray:
+    """A read-only view of ``info``'s bytes, memory-mapped (pages come straight from the page cache,
+    no read() copy)."""
+    if info.file.stat().st_size < info.start + info.nbytes:
         raise LogosError(f"{info.file}: truncated while reading tensor {info.name!r}")
-    return out
+    if info.nbytes == 0:
+        return np.empty(info.shape, DTYPES[info.dtype])
+    return np.memmap(
+        info.file, DTYPES[info.dtype], mode="r", offset=info.start, shape=tuple(info.shape)
+    )
 
 
 def read_tensor(info: TensorInfo) -> np.ndarray:
-    return read_into(info, np.empty(info.shape, DTYPES[info.dtype]))
+    return np.array(map_tensor(info))
 
 
 def write_safetensors(path: Path, tensors: Iterator[tuple[str, np.ndarray]] | list) -> None:
