@@ -42,8 +42,14 @@ def _cli_args(run_dir):
 
 
 def test_sigkill_then_resume_is_bit_exact(tmp_path):
-    reference = run_training(
-        tiny_config(tmp_path / "ref", steps=STEPS, checkpoint_every=20, mesh={"num_devices": 2})
+    reference = run_training(  # same layer layout as configs/train/tiny.yaml
+        tiny_config(
+            tmp_path / "ref",
+            steps=STEPS,
+            checkpoint_every=20,
+            mesh={"num_devices": 2},
+            scan_layers=False,
+        )
     )
     run = tmp_path / "run"
     env = dict(

@@ -74,7 +74,8 @@ def clipped_adamw(
     mu_dtype: Any,
 ) -> optax.GradientTransformation:
     """Global-norm clipping (``clip_norm`` > 0) then AdamW, optax semantics; ``decay(params)`` gives
-    the tree of bools saying where weight decay applies."""
+    the tree of bools saying where weight decay applies. ``update(..., grad_norm=n)`` reuses a
+    global norm the caller already computed (saves a pass over the gradients)."""
 
     def init(params: Any) -> AdamWState:
         return AdamWState(
@@ -83,12 +84,14 @@ def clipped_adamw(
             nu=jax.tree.map(jnp.zeros_like, params),
         )
 
-    def update(grads: Any, state: AdamWState, params: Any) -> tuple[Any, AdamWState]:
+    def update(
+        grads: Any, state: AdamWState, params: Any, grad_norm: jax.Array | None = None, **_: Any
+    ) -> tuple[Any, AdamWState]:
         count = optax.safe_increment(state.count)
         lr = learning_rate(state.count)
         scale = jnp.ones([], jnp.float32)
         if clip_norm > 0:
-            norm = optax.tree.norm(grads)
+            norm = optax.tree.norm(grads) if grad_norm is None else grad_norm
             scale = jnp.where(norm < clip_norm, 1.0, clip_norm / norm)
         c1 = 1 - jnp.asarray(b1, jnp.float32) ** count
         c2 = 1 - jnp.asarray(b2, jnp.float32) ** count
@@ -107,7 +110,7 @@ def clipped_adamw(
         part = lambda i: jax.tree.map(lambda t: t[i], out, is_leaf=is_triple)  # noqa: E731
         return part(0), AdamWState(count=count, mu=part(1), nu=part(2))
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def make_optimizer(

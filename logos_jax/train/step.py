@@ -142,7 +142,9 @@ def make_train_step(
 
     batch: ``BATCH_KEYS`` each ``[global_batch, seq]``; with ``grad_accum = A`` the batch is split into
     A micro-batches (row ``r * A + i`` goes to micro-batch ``i``, so no rows change device).
+    ``tx.update`` is passed the gradient's global norm as ``grad_norm`` (ignored if it takes none).
     """
+    tx = optax.with_extra_args_support(tx)
 
     def objective(params, micro, total_weight):
         sums = loss_sums(params, micro, model, loss)
@@ -179,7 +181,9 @@ def make_train_step(
         apply = finite if nan_policy == "skip" else finite & (state.bad_step < 0)
 
         def update(_):
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            updates, opt_state = tx.update(
+                grads, state.opt_state, state.params, grad_norm=grad_norm
+            )
             return optax.apply_updates(state.params, updates), opt_state
 
         # A branch, not a select: a skipped step costs nothing and params are never touched.
