@@ -29,7 +29,7 @@ REMAT_POLICIES = {
 
 @flax.struct.dataclass
 class KVCache:
-    """Decode cache. k/v ``[layers, batch, max_len, kv_heads, head_dim]``; segment_ids ``[batch, max_len]``
+    """Decode cache. k/v ``[layers, batch, kv_heads, max_len, head_dim]``; segment_ids ``[batch, max_len]``
     (0 = empty slot or padding); ``index`` is the next slot to write (shared by all rows)."""
 
     k: jax.Array
@@ -39,12 +39,12 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> KVCache:
     """An empty cache for ``batch`` rows of up to ``max_len`` tokens (prompt + new tokens)."""
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
     dtype = dtype or dtype_of(config.compute_dtype)
     return KVCache(
         k=jnp.zeros(shape, dtype),

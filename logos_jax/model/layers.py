@@ -84,7 +84,8 @@ def attention_mask(
 
 
 class Attention(nn.Module):
-    """Grouped-query attention. With ``cache=(k, v)`` the new keys/values are written at ``cache_index``."""
+    """Grouped-query attention. With ``cache=(k, v)`` (each ``[batch, kv_heads, max_len, head_dim]``)
+    the new keys/values are written at ``cache_index``."""
 
     config: ModelConfig
 
@@ -115,20 +116,20 @@ class Attention(nn.Module):
             k = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
+        # Head-major operands (XLA's batched matmuls take them without extra copies), and the
+        # cache keeps that layout: [batch, kv_heads, group * q, head_dim] x [batch, kv_heads, kv, head_dim]
+        k, v = (t.transpose(0, 2, 1, 3) for t in (k, v))
         new_cache = None
         if cache is not None:
             k_cache, v_cache = cache
-            start = (0, cache_index, 0, 0)
+            start = (0, 0, cache_index, 0)
             k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
             v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
             new_cache = (k, v)
-
-        # Head-major operands (XLA's batched matmuls take them without extra copies):
-        # [batch, kv_heads, group * q, head_dim] x [batch, kv_heads, kv, head_dim]
-        group, kv_len = heads // kv_heads, k.shape[1]
+        group, kv_len = heads // kv_heads, k.shape[2]
         q = q.reshape(batch, seq, kv_heads, group, hd).transpose(0, 2, 3, 1, 4)
         q = q.reshape(batch, kv_heads, group * seq, hd)
-        k, v = (t.astype(dtype).transpose(0, 2, 1, 3) for t in (k, v))
+        k, v = k.astype(dtype), v.astype(dtype)
         scores = jnp.einsum("bkqd,bktd->bkqt", q, k, preferred_element_type=jnp.float32)
         scores = scores.reshape(batch, kv_heads, group, seq, kv_len) * (hd**-0.5)
         scores = jnp.where(mask, scores, MASK_VALUE)

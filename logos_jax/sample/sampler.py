@@ -165,7 +165,7 @@ class Sampler:
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     def _constrain_cache(self, cache: KVCache) -> KVCache:
-        kv_axes = ("layers", "batch", "cache_len", "kv_heads", "head_dim")
+        kv_axes = ("layers", "batch", "kv_heads", "cache_len", "head_dim")
         return KVCache(
             k=self._constrain(cache.k, kv_axes),
             v=self._constrain(cache.v, kv_axes),
