@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig, load_model_config, save_model_config
 from logos_jax.errors import LogosError
-from logos_jax.model import abstract_params, param_shardings, stack_layers
+from logos_jax.model import abstract_params, to_layer_layout
 from logos_jax.sharding import DEFAULT_RULES, Rules
 
 MODEL_CONFIG = "model_config.yaml"
@@ -215,9 +215,4 @@ def load_model(
             lambda t: jax.ShapeDtypeStruct(t.shape, param_dtype, sharding=t.sharding), target
         )
     params = restore_params(params_dir, target)
-    if not scanned:  # always hand out the stacked layout
-        params = jax.jit(
-            lambda p: stack_layers(p, config.num_layers),
-            out_shardings=param_shardings(config, mesh, rules),
-        )(params)
-    return config, params
+    return config, to_layer_layout(params, config, mesh, scan_layers=True, rules=rules)

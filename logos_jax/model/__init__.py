@@ -24,6 +24,7 @@ __all__ = [
     "logical_axes",
     "param_shardings",
     "stack_layers",
+    "to_layer_layout",
     "unstack_layers",
 ]
 
@@ -99,6 +100,25 @@ def stack_layers(params: dict, num_layers: int) -> dict:
     out = {k: v for k, v in params.items() if not k.startswith("layers_")}
     out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
     return out
+
+
+def to_layer_layout(
+    params: dict,
+    config: ModelConfig,
+    mesh: Mesh,
+    scan_layers: bool,
+    rules: Rules = DEFAULT_RULES,
+) -> dict:
+    """``params`` (either layout) in the stacked (``scan_layers``) or per-layer one, sharded on
+    ``mesh``; the input buffers are donated."""
+    if ("layers" in params) == scan_layers:
+        return params
+    convert = stack_layers if scan_layers else unstack_layers
+    return jax.jit(
+        lambda p: convert(p, config.num_layers),
+        out_shardings=param_shardings(config, mesh, rules, scan_layers),
+        donate_argnums=0,
+    )(params)
 
 
 def head_kernel(config: ModelConfig, params: Any) -> jax.Array:

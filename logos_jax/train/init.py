@@ -16,7 +16,7 @@ from logos_jax.checkpoint import load_model
 from logos_jax.config import ModelConfig
 from logos_jax.convert.resize import resize_embeddings
 from logos_jax.errors import LogosError
-from logos_jax.model import init_params, param_shardings, unstack_layers
+from logos_jax.model import init_params, param_shardings
 from logos_jax.sharding import DEFAULT_RULES, Rules
 
 # Model fields an init_from run may change (everything else is fixed by the checkpoint's shapes).
@@ -40,19 +40,6 @@ def fresh_params(
     config: ModelConfig, seed: int, mesh: Mesh, scan_layers: bool, rules: Rules = DEFAULT_RULES
 ) -> Any:
     return init_params(config, jax.random.PRNGKey(seed), mesh, rules, scan_layers)
-
-
-def to_layer_layout(
-    params: Any, config: ModelConfig, mesh: Mesh, scan_layers: bool, rules: Rules = DEFAULT_RULES
-) -> Any:
-    """Stacked params (as checkpoints load) in the run's layer layout (see ``scan_layers``)."""
-    if scan_layers:
-        return params
-    return jax.jit(
-        lambda p: unstack_layers(p, config.num_layers),
-        out_shardings=param_shardings(config, mesh, rules, scan_layers=False),
-        donate_argnums=0,
-    )(params)
 
 
 def load_initial(

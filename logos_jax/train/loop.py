@@ -21,13 +21,13 @@ from logos_jax.checkpoint import MODEL_CONFIG, PARAMS, copy_tokenizer_files, sto
 from logos_jax.config import ModelConfig, find_preset, load_model_config, save_model_config
 from logos_jax.data.corpus import MODALITIES
 from logos_jax.errors import LogosError
-from logos_jax.model import Decoder
+from logos_jax.model import Decoder, to_layer_layout
 from logos_jax.sharding import MeshConfig, batch_shards, make_mesh
 from logos_jax.train import data as data_lib
 from logos_jax.train import distributed
 from logos_jax.train.checkpointing import COMMIT_MARKERS, TrainCheckpointer
 from logos_jax.train.config import TrainConfig, from_dict, save_train_config
-from logos_jax.train.init import fit_vocab, fresh_params, load_initial, to_layer_layout
+from logos_jax.train.init import fit_vocab, fresh_params, load_initial
 from logos_jax.train.metrics import MetricsWriter, mfu, peak_flops_per_device, perplexity
 from logos_jax.train.optim import make_optimizer
 from logos_jax.train.step import (
