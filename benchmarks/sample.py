@@ -338,7 +338,7 @@ def main() -> None:
 
     import torch
 
-    from logos_jax.convert import hf_to_jax
+    from logos_jax.convert.hf2jax import hf_to_jax
 
     torch.set_num_threads(os.cpu_count() or 1)
     prompts = make_prompts(args.prompts)

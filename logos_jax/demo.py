@@ -128,7 +128,7 @@ def _export_check(run_dir: Path, hf_dir: Path) -> dict[str, Any]:
     import numpy as np
 
     from logos_jax.checkpoint import load_model
-    from logos_jax.convert import jax_to_hf
+    from logos_jax.convert.jax2hf import jax_to_hf
     from logos_jax.model import Decoder
 
     if not hf_dir.exists():

@@ -10,7 +10,9 @@ import pytest
 
 from logos_jax.cli import main
 from logos_jax.config import ModelConfig, load_model_config
-from logos_jax.convert import hf_to_jax, jax_to_hf, resize_embeddings
+from logos_jax.convert.hf2jax import hf_to_jax
+from logos_jax.convert.jax2hf import jax_to_hf
+from logos_jax.convert.resize import resize_embeddings
 from logos_jax.convert.safetensors_io import index_tensors, read_tensor, write_safetensors
 from logos_jax.errors import LogosError
 from tests.hf_models import make_hf_model
@@ -186,6 +188,12 @@ def test_cli_round_trip_and_errors(hf_dir, tmp_path, capsys):
     assert main(["convert", "hf2jax", str(hf_dir), str(tmp_path / "jax")]) == 0
     assert main(["convert", "jax2hf", str(tmp_path / "jax"), str(tmp_path / "back")]) == 0
     assert (tmp_path / "back" / "model.safetensors").is_file()
+    buffered = ["convert", "hf2jax", str(hf_dir), str(tmp_path / "buffered"), "--buffered-io"]
+    assert main(buffered) == 0  # the same files through the page cache
+    for direct in (tmp_path / "jax" / "params").rglob("*"):
+        if direct.is_file():
+            same = tmp_path / "buffered" / direct.relative_to(tmp_path / "jax")
+            assert direct.read_bytes() == same.read_bytes(), direct
     capsys.readouterr()
     assert main(["convert", "hf2jax", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err

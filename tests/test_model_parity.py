@@ -9,7 +9,8 @@ import pytest
 
 from logos_jax.checkpoint import load_model
 from logos_jax.config import ModelConfig
-from logos_jax.convert import hf_to_jax, jax_to_hf
+from logos_jax.convert.hf2jax import hf_to_jax
+from logos_jax.convert.jax2hf import jax_to_hf
 from logos_jax.model import Decoder, init_cache
 from logos_jax.model.rope import cos_sin
 from tests.hf_models import make_hf_model, padded_batch, torch, transformers

@@ -1,7 +1,6 @@
-"""Checkpoint conversion between Hugging Face folders and logos model folders."""
+"""Checkpoint conversion between Hugging Face folders and logos model folders.
 
-from logos_jax.convert.hf2jax import hf_to_jax, iter_hf_params
-from logos_jax.convert.jax2hf import jax_to_hf
-from logos_jax.convert.resize import resize_embeddings
-
-__all__ = ["hf_to_jax", "jax_to_hf", "iter_hf_params", "resize_embeddings"]
+``hf2jax`` (HF -> logos, no JAX needed), ``jax2hf`` (logos -> HF), ``resize`` (embedding growth for
+added tags), ``name_map`` (the one HF <-> JAX parameter table), ``safetensors_io``, ``orbax_format``.
+Import from the submodules (importing this package loads nothing heavy).
+"""

@@ -13,7 +13,9 @@ from pathlib import Path
 def _hf2jax(args: argparse.Namespace) -> int:
     from logos_jax.convert.hf2jax import hf_to_jax
 
-    out = hf_to_jax(args.hf_dir, args.out_dir, add_tags=args.add_tags)
+    out = hf_to_jax(
+        args.hf_dir, args.out_dir, add_tags=args.add_tags, direct_io=not args.buffered_io
+    )
     print(f"wrote {out}")
     return 0
 
@@ -35,7 +37,8 @@ def register(parser: argparse.ArgumentParser) -> None:
             "Convert a Hugging Face LlamaForCausalLM / Qwen3ForCausalLM folder (single or sharded "
             "safetensors, fp32/bf16/fp16) into a logos model folder: model_config.yaml, an Orbax "
             "params/ checkpoint and the tokenizer files. Tensors are read one at a time in their "
-            "own dtype; the output appears only once complete."
+            "own dtype and written straight to disk (O_DIRECT where the file system has it); "
+            "the output appears only once complete."
         ),
     )
     hf2jax.add_argument("hf_dir", type=Path, help="Hugging Face model folder")
@@ -45,6 +48,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the LOGOS grammar tags to the tokenizer and grow the embeddings (new rows = mean "
         "of the existing rows): the start of continued pretraining from a base checkpoint",
+    )
+    hf2jax.add_argument(
+        "--buffered-io",
+        action="store_true",
+        help="write through the page cache instead of O_DIRECT (faster only when the machine has "
+        "free RAM for the whole output and a slow disk)",
     )
     hf2jax.set_defaults(func=_hf2jax)
     jax2hf = sub.add_parser(

@@ -1,33 +1,54 @@
 """Hugging Face folder -> logos model folder (Orbax params + model config + tokenizer files).
 
-Reads tensor by tensor straight into the stacked destination arrays in the checkpoint's own dtype
-(bf16 stays bf16), so peak memory is about one copy of the model plus one tensor.
+Each parameter goes straight from the safetensors files into its checkpoint file
+(``convert.orbax_format``): tensors that keep their layout are copied by the kernel
+(``copy_file_range``, like ``cp``); kernels are transposed one cache-sized band at a time on all cores.
+Nothing is upcast (bf16 stays bf16) and no copy of the model is held in memory. JAX is never
+imported, so the conversion starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from logos_jax.checkpoint import save_model
-from logos_jax.config import ModelConfig, read_json
+from logos_jax.config import ModelConfig, read_json, save_model_config
 from logos_jax.convert.name_map import (
     IGNORED_SUFFIXES,
-    get_path,
+    ParamEntry,
     hf_shape,
     hf_tensors,
+    jax_shape,
     param_table,
 )
+from logos_jax.convert.orbax_format import ArrayFile, CheckpointWriter, aligned_buffer
 from logos_jax.convert.resize import check_growth, resize_rows
 from logos_jax.convert.safetensors_io import DTYPES, HF_DTYPE, TensorInfo, index_tensors, map_tensor
 from logos_jax.errors import LogosError
+from logos_jax.model_folder import MODEL_CONFIG, PARAMS, atomic_folder, copy_tokenizer_files
 
-_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="transpose")
+# Twice the cores: while one band waits on its (direct) write, another is being transposed.
+_POOL = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1), thread_name_prefix="hf2jax")
+_BAND = 256  # destination rows per written band
+_TILE = 128  # columns per transposed tile: a 256 x 64 tile is ~5x faster than numpy's strided copy
+_BUFFERS = threading.local()  # one reusable band buffer per worker thread
+
+
+@dataclass(frozen=True)
+class VocabResize:
+    """Grow the vocabulary from ``old`` to ``new`` rows; ``reset`` rows (and the new ones) = the mean."""
+
+    old: int
+    new: int
+    reset: tuple[int, ...]
 
 
 def _bits(array: np.ndarray) -> np.ndarray:
@@ -35,16 +56,64 @@ def _bits(array: np.ndarray) -> np.ndarray:
     return array.view(np.dtype(f"u{array.dtype.itemsize}"))
 
 
-def transpose_into(dst: np.ndarray, src: np.ndarray, tile: int = 256) -> None:
-    """``dst[...] = src.T`` for 2-D arrays, tile by tile (5x faster than numpy's strided copy),
-    bands of rows spread over the CPU cores (numpy releases the GIL while copying)."""
-    rows, cols = src.shape
+def _band_buffer(rows: int, cols: int, dtype: np.dtype) -> np.ndarray:
+    size = rows * cols * dtype.itemsize
+    buffer = getattr(_BUFFERS, "bytes", None)
+    if buffer is None or buffer.nbytes < size:
+        buffer = _BUFFERS.bytes = aligned_buffer(size)
+    return buffer[:size].view(dtype).reshape(rows, cols)
 
-    def band(i: int) -> None:
-        for j in range(0, cols, tile):
-            dst[j : j + tile, i : i + tile] = src[i : i + tile, j : j + tile].T
 
-    list(_POOL.map(band, range(0, rows, tile)))
+def submit_rows(
+    out: ArrayFile,
+    offset: int,
+    source: np.ndarray,
+    transpose: bool,
+    done: Callable[[int], None],
+) -> list[Future]:
+    """Queue the write of ``source.T if transpose else source``, in ``out``'s dtype, at byte
+    ``offset`` of ``out``; ``done(nbytes)`` is called as each part lands.
+
+    A band of ``_BAND`` destination rows per task, on all cores (numpy and ``pwrite`` release the
+    GIL); transposed bands are filled tile by tile so reads stay in cache.
+    """
+    view = source.T if transpose else source
+    if view.ndim < 2:
+        out.write(view.astype(out.dtype), offset)
+        done(view.size * out.dtype.itemsize)
+        return []
+    rows, cols = view.shape
+    dtype = out.dtype
+    if view.dtype == dtype:
+        view = _bits(view)
+        dtype = view.dtype
+    row_bytes = cols * dtype.itemsize
+
+    def band(r: int) -> None:
+        buf = _band_buffer(min(_BAND, rows - r), cols, dtype)
+        if transpose:
+            for c in range(0, cols, _TILE):
+                buf[:, c : c + _TILE] = view[r : r + _BAND, c : c + _TILE]
+        else:
+            buf[...] = view[r : r + _BAND]
+        out.write(buf, offset + r * row_bytes)
+        done(buf.nbytes)
+
+    return [_POOL.submit(band, r) for r in range(0, rows, _BAND)]
+
+
+def _wait(futures: list[Future]) -> None:
+    """Wait for every task, then raise the first error."""
+    wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _wait_quietly(futures: list[Future]) -> None:
+    """After an error: let queued tasks finish (none left writing into a folder being deleted)."""
+    for future in futures:
+        future.cancel()
+    wait(futures)
 
 
 def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Path) -> None:
@@ -67,76 +136,93 @@ def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Pa
         )
 
 
-def iter_hf_params(
-    hf_dir: Path, config: ModelConfig, progress: bool = True
-) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
-    """Yield ``(path, array)`` for each JAX parameter of ``hf_dir`` as soon as it is complete.
+def _fill(
+    out: ArrayFile,
+    offset: int,
+    entry: ParamEntry,
+    info: TensorInfo,
+    resize: VocabResize | None,
+    done: Callable[[int], None],
+) -> list[Future]:
+    """Queue one HF tensor's write into ``out`` at byte ``offset`` (its slice of a stacked parameter)."""
+    source = map_tensor(info)
+    if resize is not None and entry.hf_dims[0] == "vocab":
+        source = resize_rows(source, resize.new, resize.reset, resize.old)
+    return submit_rows(out, offset, source, entry.transpose, done)
 
-    Per-layer tensors are read straight into their slice of the stacked array (transposed through
-    a one-tensor buffer), in the dtype of ``config.param_dtype``. Only one parameter is alive at a time.
-    """
-    from logos_jax.model import abstract_params
 
+def write_params(
+    hf_dir: Path,
+    config: ModelConfig,
+    path: Path,
+    resize: VocabResize | None = None,
+    progress: bool = True,
+    direct_io: bool = True,
+) -> None:
+    """Write the parameters of ``hf_dir`` as an Orbax checkpoint at ``path``, in the dtype of
+    ``config.param_dtype``, the vocabulary grown by ``resize`` when given; ``direct_io``: bypass the
+    page cache (``orbax_format.ArrayFile``)."""
     tensors = index_tensors(hf_dir)
     _check_names(config, tensors, hf_dir)
     dtype = np.dtype(DTYPES[{v: k for k, v in HF_DTYPE.items()}[config.param_dtype]])
-    shapes = abstract_params(config)
+    out_config = config if resize is None else config.replace(vocab_size=resize.new)
+    writer = CheckpointWriter(path)
+    entries = param_table(config)
     bar = tqdm(
-        total=sum(1 for _ in hf_tensors(config)),
+        total=sum(math.prod(jax_shape(e, out_config)) for e in entries) * dtype.itemsize,
         desc="hf2jax",
-        unit="tensor",
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
         disable=not progress,
         dynamic_ncols=True,
     )
-    for entry in param_table(config):
-        jax_shape = get_path(shapes, entry.path).shape
-        want = hf_shape(entry, jax_shape)
-        dest = np.empty(jax_shape, dtype)
-        layers = range(config.num_layers) if entry.per_layer else [None]
-        for layer in layers:
-            name = entry.hf_name.format(i=layer)
-            info = tensors[name]
-            if info.shape != want:
-                raise LogosError(
-                    f"{info.file}: tensor {name!r} has shape {list(info.shape)} but config.json "
-                    f"implies {list(want)}"
-                )
-            target = dest[layer] if layer is not None else dest
-            source = map_tensor(info)
-            if DTYPES[info.dtype] != dtype:
-                target[...] = (source.T if entry.transpose else source).astype(dtype)
-            elif entry.transpose:
-                transpose_into(_bits(target), _bits(source))
-            else:
-                target[...] = source
-            del source
-            bar.update()
-        yield entry.path, dest
-    bar.close()
+    lock = threading.Lock()
 
+    def done(nbytes: int) -> None:
+        with lock:
+            bar.update(nbytes)
 
-def _with_resized_vocab(
-    leaves: Iterator[tuple[tuple[str, ...], np.ndarray]],
-    old_vocab: int,
-    new_vocab: int,
-    new_ids: list[int],
-) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
-    """Pass leaves through, growing the embedding (and untied LM head) for added tokens."""
-    reset = [i for i in new_ids if i < old_vocab]
-    for path, value in leaves:
-        if path[0] == "embed_tokens":
-            value = resize_rows(value, new_vocab, reset, old_vocab)
-        elif path[0] == "lm_head":
-            value = np.ascontiguousarray(resize_rows(value.T, new_vocab, reset, old_vocab).T)
-        yield path, value
+    pending: list[Future] = []
+    try:
+        for entry in entries:
+            shape = jax_shape(entry, out_config)
+            out = writer.array(entry.path, shape, dtype, entry.per_layer, direct_io)
+            want = hf_shape(entry, config)
+            layers = range(config.num_layers) if entry.per_layer else [None]
+            for layer in layers:
+                name = entry.hf_name.format(i=layer)
+                info = tensors[name]
+                if info.shape != want:
+                    raise LogosError(
+                        f"{info.file}: tensor {name!r} has shape {list(info.shape)} but "
+                        f"config.json implies {list(want)}"
+                    )
+                offset = (layer or 0) * (out.nbytes // out.chunks)
+                pending += _fill(out, offset, entry, info, resize, done)
+            _wait(pending)  # all layers' bands in flight together; one wait per parameter
+            pending = []
+            out.close()
+        writer.finish()
+    except OSError as err:
+        raise LogosError(f"{path}: cannot write the checkpoint ({err})") from None
+    finally:
+        _wait_quietly(pending)
+        bar.close()
 
 
 def hf_to_jax(
-    hf_dir: str | Path, out_dir: str | Path, *, add_tags: bool = False, progress: bool = True
+    hf_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    add_tags: bool = False,
+    progress: bool = True,
+    direct_io: bool = True,
 ) -> Path:
     """Convert an HF Llama/Qwen3 folder into a logos model folder at ``out_dir`` (atomic).
 
-    ``add_tags`` adds the grammar tags to the tokenizer and mean-initialises their embeddings.
+    ``add_tags`` adds the grammar tags to the tokenizer and mean-initialises their embeddings;
+    ``direct_io=False`` writes through the page cache.
     """
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
@@ -151,17 +237,25 @@ def hf_to_jax(
             config = config.replace(eos_token_id=tuple(eos) if isinstance(eos, list) else eos)
     if Path(out_dir).exists():
         raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
-    leaves = iter_hf_params(hf_dir, config, progress)
-    tokenizer = None
+    tokenizer, resize = None, None
     if add_tags:
         from logos_jax.tokenizer import LogosTokenizer, add_grammar_tags
 
         tokenizer, added = add_grammar_tags(LogosTokenizer.load(hf_dir))
-        new_ids = [tokenizer.token_id(tag) for tag in added]
         vocab = max(config.vocab_size, tokenizer.vocab_size)
         check_growth(config, vocab)
-        leaves = _with_resized_vocab(leaves, config.vocab_size, vocab, new_ids)
-        config = config.replace(vocab_size=vocab)
+        new_ids = (tokenizer.token_id(tag) for tag in added)
+        resize = VocabResize(
+            config.vocab_size, vocab, tuple(i for i in new_ids if i < config.vocab_size)
+        )
         if progress:
             print(f"adding {len(added)} grammar tags; vocabulary {vocab} rows")
-    return save_model(Path(out_dir), config, leaves, tokenizer_dir=hf_dir, tokenizer=tokenizer)
+    with atomic_folder(out_dir) as tmp:
+        write_params(hf_dir, config, tmp / PARAMS, resize, progress, direct_io)
+        if resize is not None:
+            config = config.replace(vocab_size=resize.new)
+        save_model_config(config, tmp / MODEL_CONFIG)
+        copy_tokenizer_files(hf_dir, tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+    return Path(out_dir).absolute()

@@ -8,17 +8,15 @@ unchanged, so HF -> JAX -> HF is bit-identical.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from logos_jax.checkpoint import copy_tokenizer_files, load_model, resolve_model_dir
+from logos_jax.checkpoint import load_model, resolve_model_dir
 from logos_jax.convert.name_map import get_path, hf_tensors
 from logos_jax.errors import LogosError
+from logos_jax.model_folder import atomic_folder, copy_tokenizer_files
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 
@@ -59,9 +57,7 @@ def jax_to_hf(
         for _, e, i in names
     ]
     shards = _plan_shards(sizes, max_shard_bytes)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         weight_map = {}
         bar = tqdm(total=len(names), desc="jax2hf", unit="tensor", disable=not progress)
         for k, shard in enumerate(shards):
@@ -92,8 +88,4 @@ def jax_to_hf(
                 if k in ("bos_token_id", "eos_token_id", "pad_token_id") and v is not None
             }
             (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

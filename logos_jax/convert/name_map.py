@@ -1,8 +1,9 @@
 """The one HF <-> JAX parameter table, used in both directions.
 
-Each entry names an HF tensor (``{i}`` = layer index for per-layer tensors), the path of the JAX
-parameter, and whether the kernel is transposed. Per-layer tensors are stacked along axis 0 of the JAX
-parameter. Nothing else happens in conversion: no permutations, no query scaling.
+Each entry names an HF tensor (``{i}`` = layer index for per-layer tensors), its shape in config sizes,
+the path of the JAX parameter, and whether the kernel is transposed. Per-layer tensors are stacked along
+axis 0 of the JAX parameter. Nothing else happens in conversion: no permutations, no query scaling.
+Shapes come from the config alone (no JAX), so ``hf2jax`` never needs to build the model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from logos_jax.config import ModelConfig
 @dataclass(frozen=True)
 class ParamEntry:
     hf_name: str  # may contain "{i}"
+    hf_dims: tuple[str, ...]  # HF tensor shape, as keys of ``sizes(config)``
     path: tuple[str, ...]  # path in the params tree
     transpose: bool = False
 
@@ -24,28 +26,51 @@ class ParamEntry:
         return "{i}" in self.hf_name
 
 
+def sizes(config: ModelConfig) -> dict[str, int]:
+    """The dimensions HF tensor shapes are made of."""
+    return {
+        "vocab": config.vocab_size,
+        "hidden": config.hidden_size,
+        "q": config.num_heads * config.head_dim,
+        "kv": config.num_kv_heads * config.head_dim,
+        "mlp": config.intermediate_size,
+        "head_dim": config.head_dim,
+    }
+
+
 _LAYER = "model.layers.{i}."
+_ATTN_DIMS = {
+    "q_proj": ("q", "hidden"),
+    "k_proj": ("kv", "hidden"),
+    "v_proj": ("kv", "hidden"),
+    "o_proj": ("hidden", "q"),
+}
+_MLP_DIMS = {
+    "gate_proj": ("mlp", "hidden"),
+    "up_proj": ("mlp", "hidden"),
+    "down_proj": ("hidden", "mlp"),
+}
 _TABLE = (
-    ParamEntry("model.embed_tokens.weight", ("embed_tokens", "embedding")),
-    ParamEntry("model.norm.weight", ("norm", "scale")),
-    ParamEntry(_LAYER + "input_layernorm.weight", ("layers", "input_layernorm", "scale")),
-    ParamEntry(
-        _LAYER + "post_attention_layernorm.weight", ("layers", "post_attention_layernorm", "scale")
+    ParamEntry("model.embed_tokens.weight", ("vocab", "hidden"), ("embed_tokens", "embedding")),
+    ParamEntry("model.norm.weight", ("hidden",), ("norm", "scale")),
+    *(
+        ParamEntry(_LAYER + f"{p}.weight", ("hidden",), ("layers", p, "scale"))
+        for p in ("input_layernorm", "post_attention_layernorm")
     ),
     *(
-        ParamEntry(_LAYER + f"self_attn.{p}.weight", ("layers", "self_attn", p, "kernel"), True)
-        for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ParamEntry(_LAYER + f"self_attn.{p}.weight", d, ("layers", "self_attn", p, "kernel"), True)
+        for p, d in _ATTN_DIMS.items()
     ),
     *(
-        ParamEntry(_LAYER + f"mlp.{p}.weight", ("layers", "mlp", p, "kernel"), True)
-        for p in ("gate_proj", "up_proj", "down_proj")
+        ParamEntry(_LAYER + f"mlp.{p}.weight", d, ("layers", "mlp", p, "kernel"), True)
+        for p, d in _MLP_DIMS.items()
     ),
 )
 _QK_NORM = tuple(
-    ParamEntry(_LAYER + f"self_attn.{p}.weight", ("layers", "self_attn", p, "scale"))
+    ParamEntry(_LAYER + f"self_attn.{p}.weight", ("head_dim",), ("layers", "self_attn", p, "scale"))
     for p in ("q_norm", "k_norm")
 )
-_LM_HEAD = ParamEntry("lm_head.weight", ("lm_head", "kernel"), True)
+_LM_HEAD = ParamEntry("lm_head.weight", ("vocab", "hidden"), ("lm_head", "kernel"), True)
 
 # Tensors some HF files carry that are not parameters (recomputed buffers).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -67,10 +92,17 @@ def hf_tensors(config: ModelConfig) -> Iterator[tuple[str, ParamEntry, int | Non
             yield entry.hf_name, entry, None
 
 
-def hf_shape(entry: ParamEntry, jax_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The HF tensor shape for a JAX parameter shape (one layer's slice, transposed back)."""
-    shape = jax_shape[1:] if entry.per_layer else jax_shape
-    return tuple(reversed(shape)) if entry.transpose else tuple(shape)
+def hf_shape(entry: ParamEntry, config: ModelConfig) -> tuple[int, ...]:
+    """The shape of one HF tensor of ``entry`` (one layer's, for per-layer entries)."""
+    dims = sizes(config)
+    return tuple(dims[d] for d in entry.hf_dims)
+
+
+def jax_shape(entry: ParamEntry, config: ModelConfig) -> tuple[int, ...]:
+    """The shape of ``entry``'s JAX parameter: the HF shape transposed, stacked over layers."""
+    shape = hf_shape(entry, config)
+    shape = tuple(reversed(shape)) if entry.transpose else shape
+    return (config.num_layers, *shape) if entry.per_layer else shape
 
 
 def get_path(tree: dict, path: tuple[str, ...]):

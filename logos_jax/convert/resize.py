@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from logos_jax.config import ModelConfig
@@ -19,7 +18,10 @@ from logos_jax.errors import LogosError
 
 def resize_rows(table: Any, new_rows: int, reset: Sequence[int], old_rows: int) -> Any:
     """``table [rows, d]`` -> ``[new_rows, d]`` with appended and ``reset`` rows = mean of the old."""
-    xp = np if isinstance(table, np.ndarray) else jnp
+    if isinstance(table, np.ndarray):
+        xp = np
+    else:
+        import jax.numpy as xp  # only for device arrays: hf2jax resizes numpy without JAX
     keep = [i for i in range(min(old_rows, table.shape[0])) if i not in set(reset)]
     mean = xp.mean(table[np.asarray(keep)].astype(np.float32), axis=0).astype(table.dtype)
     if new_rows > table.shape[0]:
@@ -28,7 +30,7 @@ def resize_rows(table: Any, new_rows: int, reset: Sequence[int], old_rows: int) 
     if reset:
         idx = np.asarray(sorted(reset))
         if xp is np:
-            table = table.copy()
+            table = np.array(table)
             table[idx] = mean
         else:
             table = table.at[idx].set(mean)

@@ -17,11 +17,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from logos_jax.checkpoint import MODEL_CONFIG, PARAMS, copy_tokenizer_files, stores_scanned_layers
+from logos_jax.checkpoint import stores_scanned_layers
 from logos_jax.config import ModelConfig, find_preset, load_model_config, save_model_config
 from logos_jax.data.corpus import MODALITIES
 from logos_jax.errors import LogosError
 from logos_jax.model import Decoder, to_layer_layout
+from logos_jax.model_folder import MODEL_CONFIG, PARAMS, copy_tokenizer_files
 from logos_jax.sharding import MeshConfig, batch_shards, make_mesh
 from logos_jax.train import data as data_lib
 from logos_jax.train import distributed
