@@ -17,9 +17,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from logos_jax.checkpoint import load_model, restore_params
 from logos_jax.config import load_model_config
+from logos_jax.convert.hf2jax import hf_to_jax
 from logos_jax.convert.name_map import get_path, hf_shape, hf_tensors, jax_shape, param_table
-from logos_jax.convert.orbax_format import CheckpointWriter, aligned_buffer, crc32c
+from logos_jax.convert.orbax_format import ArrayFile, CheckpointWriter, aligned_buffer, crc32c
 from logos_jax.convert.safetensors_io import write_safetensors
+from logos_jax.errors import LogosError
 from logos_jax.model import abstract_params
 from logos_jax.sharding import MeshConfig, make_mesh
 
@@ -127,17 +129,42 @@ def test_config_shapes_match_the_model(preset):
         assert jax_shape(entry, config) == get_path(shapes, entry.path).shape, entry.hf_name
 
 
-def test_hf2jax_runs_without_jax_and_loads(tmp_path):
-    """A torch-free synthetic HF folder converts in a process that never imports JAX."""
+def _synthetic_hf(folder, stored):
+    """The tiny preset as an HF folder (bf16 config.json, tensors stored as ``stored``)."""
     config = load_model_config("tiny").replace(param_dtype="bfloat16")
-    (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text(json.dumps(config.to_hf()))
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config.to_hf()))
     rng = np.random.default_rng(1)
     tensors = {
-        name: rng.standard_normal(hf_shape(entry, config)).astype(ml_dtypes.bfloat16)
+        name: rng.standard_normal(hf_shape(entry, config)).astype(stored)
         for name, entry, _ in hf_tensors(config)
     }
-    write_safetensors(tmp_path / "hf" / "model.safetensors", list(tensors.items()))
+    write_safetensors(folder / "model.safetensors", list(tensors.items()))
+    return config, tensors
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk mid-conversion: a clear error, no output folder, no temporary folder left."""
+    _synthetic_hf(tmp_path / "hf", ml_dtypes.bfloat16)
+    write, calls = ArrayFile.write, []
+
+    def fill_disk(self, data, offset):
+        calls.append(offset)
+        if len(calls) == 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, data, offset)
+
+    monkeypatch.setattr(ArrayFile, "write", fill_disk)
+    with pytest.raises(LogosError, match="cannot write the checkpoint .*No space left"):
+        hf_to_jax(tmp_path / "hf", tmp_path / "jax", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+@pytest.mark.parametrize("stored", [ml_dtypes.bfloat16, np.float32])
+def test_hf2jax_runs_without_jax_and_loads(stored, tmp_path):
+    """A torch-free synthetic HF folder converts in a process that never imports JAX; tensors
+    stored in another dtype than config.json's are cast on the way (fp32 files, bf16 config)."""
+    config, tensors = _synthetic_hf(tmp_path / "hf", stored)
     script = (
         "import sys; from logos_jax.convert.hf2jax import hf_to_jax; "
         f"hf_to_jax({str(tmp_path / 'hf')!r}, {str(tmp_path / 'jax')!r}, progress=False); "
@@ -149,4 +176,5 @@ def test_hf2jax_runs_without_jax_and_loads(tmp_path):
     for name, entry, layer in hf_tensors(config):
         value = np.asarray(get_path(params, entry.path))
         value = value[layer] if layer is not None else value
-        np.testing.assert_array_equal(value.T if entry.transpose else value, tensors[name])
+        want = tensors[name].astype(ml_dtypes.bfloat16)
+        np.testing.assert_array_equal(value.T if entry.transpose else value, want)
