@@ -152,9 +152,14 @@ class ArrayFile:
         step = self.nbytes // self.chunks
         index = b"".join(struct.pack("<QQ", i * step, step) for i in range(self.chunks))
         self.write(index + struct.pack("<I", crc32c(index)), self.nbytes)
+        self.release()
+
+    def release(self) -> None:
+        """Close the file (again: no-op); without ``close`` first, the array stays incomplete."""
         for fd in (self._fd, self._direct_fd):
             if fd >= 0:
                 os.close(fd)
+        self._fd = self._direct_fd = -1
 
 
 def _is_aligned(data: np.ndarray | bytes, offset: int) -> bool:
