@@ -184,11 +184,11 @@ def write_params(
             bar.update(nbytes)
 
     pending: list[Future] = []
-    out = None
+    outs: list[ArrayFile] = []
     try:
         for entry in entries:
             shape = jax_shape(entry, out_config)
-            out = writer.array(entry.path, shape, dtype, entry.per_layer, direct_io)
+            outs.append(writer.array(entry.path, shape, dtype, entry.per_layer, direct_io))
             want = hf_shape(entry, config)
             layers = range(config.num_layers) if entry.per_layer else [None]
             for layer in layers:
@@ -199,17 +199,20 @@ def write_params(
                         f"{info.file}: tensor {name!r} has shape {list(info.shape)} but "
                         f"config.json implies {list(want)}"
                     )
-                offset = (layer or 0) * (out.nbytes // out.chunks)
-                pending += _fill(out, offset, entry, info, resize, done)
-            _wait(pending)  # all layers' bands in flight together; one wait per parameter
-            pending = []
+                offset = (layer or 0) * (outs[-1].nbytes // outs[-1].chunks)
+                pending += _fill(outs[-1], offset, entry, info, resize, done)
+        # Every band is queued before waiting: no idle cores between parameters. Sources are
+        # mapped, not read, until their band runs, so memory stays at the bands in flight.
+        _wait(pending)
+        pending = []
+        for out in outs:
             out.close()
         writer.finish()
     except OSError as err:
         raise LogosError(f"{path}: cannot write the checkpoint ({err})") from None
     finally:
         _wait_quietly(pending)
-        if out is not None:
+        for out in outs:
             out.release()
         bar.close()
 
