@@ -92,14 +92,19 @@ def _canonical(smiles: str) -> str | None:
     return canonical_smiles(smiles) if has_rdkit() else smiles
 
 
+def _prompt_ending_with(field: str, tag: str) -> Callable[[dict[str, Any], str], Prompt]:
+    """A prompt builder taking ``row[field]`` as it is, which must end with ``tag``."""
+
+    def build(row: dict[str, Any], row_id: str) -> Prompt:
+        text = row[field]
+        if not text.endswith(tag):
+            raise BadRow(f"{field} must end with {tag}")
+        return Prompt(row_id, text, row.get("groundtruth"))
+
+    return build
+
+
 # ----- retrosynthesis -----
-def _retro_prompt(row: dict[str, Any], row_id: str) -> Prompt:
-    text = row["test_input"]
-    if not text.endswith(tags.REVERSE_REACT):
-        raise BadRow(f"test_input must end with {tags.REVERSE_REACT}")
-    return Prompt(row_id, text, row.get("groundtruth"))
-
-
 def retro_answer(prompt: str, completion: str) -> Answer:
     """Reactants (raw; canonical with stereo kept, sorted, when valid). Grammatical when the whole
     sequence parses as a retrosynthesis; valid when RDKit also reads every reactant."""
@@ -140,13 +145,6 @@ def pocket_answer(prompt: str, completion: str) -> Answer:
 
 
 # ----- pocket ligand design -----
-def _ligand_prompt(row: dict[str, Any], row_id: str) -> Prompt:
-    text = row["protein_pocket_ligand"]
-    if not text.endswith(tags.MOLECULE_S):
-        raise BadRow(f"protein_pocket_ligand must end with {tags.MOLECULE_S}")
-    return Prompt(row_id, text, row.get("groundtruth"))
-
-
 def ligand_answer(prompt: str, completion: str) -> Answer:
     """The ligand SMILES (and canonical form). Grammatical when a SMILES-like text is closed by
     ``<MoleculeE>``; valid when RDKit also reads it."""
@@ -191,7 +189,15 @@ def free_answer(prompt: str, completion: str) -> Answer:
 
 
 TASKS: dict[str, Task] = {
-    "retro": Task("retro", 32, (), "retro", ("test_input",), _retro_prompt, retro_answer),
+    "retro": Task(
+        "retro",
+        32,
+        (),
+        "retro",
+        ("test_input",),
+        _prompt_ending_with("test_input", tags.REVERSE_REACT),
+        retro_answer,
+    ),
     "pocket-search": Task(
         "pocket-search", 40, (), "pocket", ("id", "text"), _pocket_prompt, pocket_answer
     ),
@@ -201,7 +207,7 @@ TASKS: dict[str, Task] = {
         (tags.MOLECULE_E,),
         "ligand",
         ("id", "protein_pocket_ligand"),
-        _ligand_prompt,
+        _prompt_ending_with("protein_pocket_ligand", tags.MOLECULE_S),
         ligand_answer,
     ),
     "material": Task(
