@@ -32,7 +32,7 @@ def save_params(path: Path, params: Any) -> None:
     """Write a params tree (jax or numpy arrays) as an Orbax checkpoint at ``path`` (must not exist).
 
     Uncompressed (weights barely compress; zstd made saving ~5x slower than the disk) and with at most
-    1 GB in flight, so saving a converted model does not hold extra copies of it in host memory.
+    1 GB in flight, so saving a large tree does not hold extra copies of it in host memory.
     """
     handler = ocp.PyTreeCheckpointHandler(use_compression=False, save_concurrent_gb=1)
     with ocp.Checkpointer(handler) as checkpointer:
