@@ -110,7 +110,8 @@ def _wait(futures: list[Future]) -> None:
 
 
 def _wait_quietly(futures: list[Future]) -> None:
-    """After an error: let queued tasks finish (none left writing into a folder being deleted)."""
+    """After an error: cancel queued tasks, wait for running ones (none left writing into a folder
+    about to be deleted)."""
     for future in futures:
         future.cancel()
     wait(futures)
