@@ -1,8 +1,8 @@
 """Writes a params tree as an Orbax PyTree checkpoint, array by array, without JAX or Orbax.
 
-``hf2jax`` fills each parameter straight from the safetensors files into its file here (an in-kernel
-copy for tensors that keep their layout, a cache-sized transposed band at a time for kernels): no
-in-memory copy of the model, no extra buffers, and no JAX start-up. The result is exactly what Orbax's
+``hf2jax`` fills each parameter straight from the safetensors files into its file here, one
+cache-sized band of rows at a time from a reused page-aligned buffer (transposed for kernels): no
+in-memory copy of the model and no JAX start-up. The result is exactly what Orbax's
 ``PyTreeCheckpointHandler(use_ocdbt=False, use_zarr3=True, use_compression=False)`` writes for numpy
 leaves, so it is read like any of our checkpoints (``checkpoint.restore_params``, any mesh):
 
