@@ -133,14 +133,25 @@ class Attention(nn.Module):
         scores = jnp.einsum("bkqd,bktd->bkqt", q, k, preferred_element_type=jnp.float32)
         scores = scores.reshape(batch, kv_heads, group, seq, kv_len) * (hd**-0.5)
         scores = jnp.where(mask, scores, MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        probs = probs.reshape(batch, kv_heads, group * seq, kv_len)
-        out = jnp.einsum("bkqt,bktd->bkqd", probs, v)
+        # Softmax with the normalisation after the PV matmul: [.., q, head_dim] divides instead
+        # of [.., q, kv] (the max is a constant shift, so it carries no gradient).
+        shift = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+        weights = jnp.exp(scores - shift)
+        total = jnp.sum(weights, axis=-1).reshape(batch, kv_heads, group * seq, 1)
+        weights = weights.astype(dtype).reshape(batch, kv_heads, group * seq, kv_len)
+        out = jnp.einsum("bkqt,bktd->bkqd", weights, v, preferred_element_type=jnp.float32)
+        out = (out / total).astype(dtype)
         out = out.reshape(batch, kv_heads, group, seq, hd).transpose(0, 3, 1, 2, 4)
         out = out.reshape(batch, seq, heads * hd)
         return Dense(cfg.hidden_size, ("q_heads", "embed"), dtype, pdtype, name="o_proj")(
             out
         ), new_cache
+
+
+@jax.checkpoint
+def swiglu(gate: jnp.ndarray, up: jnp.ndarray) -> jnp.ndarray:
+    """``silu(gate) * up``; rematerialised, so the backward pass keeps only ``gate`` and ``up``."""
+    return nn.silu(gate) * up
 
 
 class MLP(nn.Module):
@@ -155,5 +166,5 @@ class MLP(nn.Module):
         gate = Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, pdtype, name="gate_proj")(x)
         up = Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, pdtype, name="up_proj")(x)
         return Dense(cfg.hidden_size, ("mlp", "embed"), dtype, pdtype, name="down_proj")(
-            nn.silu(gate) * up
+            swiglu(gate, up)
         )
