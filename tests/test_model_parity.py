@@ -12,7 +12,7 @@ from logos_jax.checkpoint import load_model
 from logos_jax.config import ModelConfig
 from logos_jax.convert.hf2jax import hf_to_jax
 from logos_jax.convert.jax2hf import jax_to_hf
-from logos_jax.convert.name_map import get_path, hf_tensors
+from logos_jax.convert.name_map import hf_tensors, hf_view
 from logos_jax.model import Decoder, init_cache
 from logos_jax.model.rope import cos_sin
 from logos_jax.train.step import LossConfig, loss_sums
@@ -110,11 +110,9 @@ def test_training_gradients_match_fp32(converted):
     ref_loss.backward()
     assert abs(float(loss) - ref_loss.item()) <= 1e-5
     for name, entry, layer in hf_tensors(config):
-        ours = np.asarray(get_path(grads, entry.path))
-        ours = ours[layer] if layer is not None else ours
         ref = model.get_parameter(name).grad.numpy()
         np.testing.assert_allclose(
-            ours.T if entry.transpose else ours, ref, rtol=1e-3, atol=1e-6, err_msg=name
+            hf_view(grads, entry, layer), ref, rtol=1e-3, atol=1e-6, err_msg=name
         )
 
 

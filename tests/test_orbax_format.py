@@ -18,7 +18,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 from logos_jax.checkpoint import load_model, restore_params
 from logos_jax.config import load_model_config
 from logos_jax.convert.hf2jax import hf_to_jax
-from logos_jax.convert.name_map import get_path, hf_shape, hf_tensors, jax_shape, param_table
+from logos_jax.convert.name_map import (
+    get_path,
+    hf_shape,
+    hf_tensors,
+    hf_view,
+    jax_shape,
+    param_table,
+)
 from logos_jax.convert.orbax_format import ArrayFile, CheckpointWriter, aligned_buffer, crc32c
 from logos_jax.convert.safetensors_io import write_safetensors
 from logos_jax.errors import LogosError
@@ -174,7 +181,5 @@ def test_hf2jax_runs_without_jax_and_loads(stored, tmp_path):
     loaded_config, params = load_model(tmp_path / "jax")
     assert loaded_config.param_dtype == "bfloat16"
     for name, entry, layer in hf_tensors(config):
-        value = np.asarray(get_path(params, entry.path))
-        value = value[layer] if layer is not None else value
         want = tensors[name].astype(ml_dtypes.bfloat16)
-        np.testing.assert_array_equal(value.T if entry.transpose else value, want)
+        np.testing.assert_array_equal(hf_view(params, entry, layer), want)

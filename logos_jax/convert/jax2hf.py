@@ -8,13 +8,14 @@ unchanged, so HF -> JAX -> HF is bit-identical.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from logos_jax.checkpoint import load_model, resolve_model_dir
-from logos_jax.convert.name_map import get_path, hf_tensors
+from logos_jax.convert.name_map import get_path, hf_shape, hf_tensors, hf_view
 from logos_jax.errors import LogosError
 from logos_jax.model_folder import atomic_folder, copy_tokenizer_files
 
@@ -52,9 +53,8 @@ def jax_to_hf(
 
     names = list(hf_tensors(config))
     sizes = [
-        int(np.prod(get_path(params, e.path).shape[1 if i is not None else 0 :]))
-        * get_path(params, e.path).dtype.itemsize
-        for _, e, i in names
+        math.prod(hf_shape(e, config)) * get_path(params, e.path).dtype.itemsize
+        for _, e, _ in names
     ]
     shards = _plan_shards(sizes, max_shard_bytes)
     with atomic_folder(out_dir) as tmp:
@@ -69,9 +69,7 @@ def jax_to_hf(
             tensors = []
             for idx in shard:
                 name, entry, layer = names[idx]
-                leaf = get_path(params, entry.path)
-                arr = np.asarray(leaf[layer] if layer is not None else leaf)
-                tensors.append((name, np.ascontiguousarray(arr.T if entry.transpose else arr)))
+                tensors.append((name, np.ascontiguousarray(hf_view(params, entry, layer))))
                 weight_map[name] = file
             write_safetensors(tmp / file, tensors)
             bar.update(len(shard))

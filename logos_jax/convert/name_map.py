@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from logos_jax.config import ModelConfig
 
 
@@ -109,3 +111,11 @@ def get_path(tree: dict, path: tuple[str, ...]):
     for key in path:
         tree = tree[key]
     return tree
+
+
+def hf_view(tree: dict, entry: ParamEntry, layer: int | None) -> np.ndarray:
+    """One HF tensor of ``entry`` read from a params-shaped ``tree`` (params, grads): its layer's
+    slice of the stacked leaf, transposed back for kernels (a view; host copy of that slice only)."""
+    leaf = get_path(tree, entry.path)
+    value = np.asarray(leaf[layer] if layer is not None else leaf)
+    return value.T if entry.transpose else value
