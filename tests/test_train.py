@@ -140,6 +140,51 @@ def test_fused_update_equals_the_optax_chain(clip_norm):
     )
 
 
+def test_fused_update_keeps_float32_moments_with_bf16_gradients():
+    """bf16 gradients on fp32 params: moments stay float32 and the params equal optax.adamw with
+    float32 state fed the same gradient values, to 1e-6, over several steps."""
+    import optax
+
+    from logos_jax.config import load_model_config
+    from logos_jax.model import init_params
+    from logos_jax.train.config import OptimizerConfig
+    from logos_jax.train.optim import decay_mask, make_optimizer
+
+    cfg = OptimizerConfig(lr=1e-2, warmup_steps=0, clip_norm=0.0, weight_decay=0.1)
+    ours, schedule = make_optimizer(cfg, 8)
+    ref = optax.adamw(
+        schedule,
+        b1=cfg.b1,
+        b2=cfg.b2,
+        eps=cfg.eps,
+        weight_decay=0.1,
+        mu_dtype=jnp.float32,
+        mask=lambda p: decay_mask(p, False),
+    )
+    params = init_params(load_model_config("tiny").replace(tie_embeddings=False), jax.random.key(0))
+    state = {"ours": (params, ours.init(params)), "ref": (params, ref.init(params))}
+    for step in range(5):
+        grads = jax.tree.map(
+            lambda p, k=step: (jax.random.normal(jax.random.key(k), p.shape) * 0.01).astype(
+                jnp.bfloat16
+            ),
+            params,
+        )
+        exact = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+        for name, tx, g in (("ours", ours, grads), ("ref", ref, exact)):
+            p, s = state[name]
+            updates, s = tx.update(g, s, p)
+            state[name] = (optax.apply_updates(p, updates), s)
+    opt_state = state["ours"][1]
+    assert {x.dtype for x in jax.tree.leaves((opt_state.mu, opt_state.nu))} == {np.dtype("float32")}
+    assert {x.dtype for x in jax.tree.leaves(state["ours"][0])} == {np.dtype("float32")}
+    np.testing.assert_allclose(
+        *[np.concatenate([x.ravel() for x in jax.tree.leaves(state[n][0])]) for n in state],
+        rtol=0,
+        atol=1e-6,
+    )
+
+
 def _packed_batch(rng, vocab=64):
     """Two rows: row 0 packs documents of 5 and 7 tokens + padding; row 1 one document."""
     tokens = rng.integers(1, vocab, (2, 16)).astype(np.int32)

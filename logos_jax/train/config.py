@@ -54,7 +54,7 @@ class OptimizerConfig:
     weight_decay: float = 0.1
     decay_embeddings: bool = False  # weight decay on embed_tokens / lm_head (norms never decay)
     clip_norm: float = 1.0  # global-norm clipping; 0 disables
-    state_dtype: str = "float32"  # dtype of Adam's first moment (the second follows the params)
+    state_dtype: str = "float32"  # dtype of both Adam moments (whatever the params/grads dtype)
     schedule_steps: int = (
         0  # length of the lr schedule (0: the run's ``steps``); lets a run stop early
     )

@@ -58,8 +58,8 @@ def decay_mask(params: Any, decay_embeddings: bool) -> Any:
 
 class AdamWState(NamedTuple):
     count: jax.Array  # int32 [] updates applied so far
-    mu: Any  # first moments (``mu_dtype``)
-    nu: Any  # second moments (the params' dtype)
+    mu: Any  # first moments (``state_dtype``)
+    nu: Any  # second moments (``state_dtype``)
 
 
 def clipped_adamw(
@@ -71,17 +71,24 @@ def clipped_adamw(
     weight_decay: float,
     decay: Any,
     clip_norm: float,
-    mu_dtype: Any,
+    state_dtype: Any,
 ) -> optax.GradientTransformation:
     """Global-norm clipping (``clip_norm`` > 0) then AdamW, optax semantics; ``decay(params)`` gives
     the tree of bools saying where weight decay applies. ``update(..., grad_norm=n)`` reuses a
-    global norm the caller already computed (saves a pass over the gradients)."""
+    global norm the caller already computed (saves a pass over the gradients).
+
+    Both moments are kept in ``state_dtype`` whatever the gradients' and params' dtypes, and the
+    update is computed in float32 (bf16 gradients are upcast, as optax does by type promotion
+    against float32 moments)."""
 
     def init(params: Any) -> AdamWState:
+        def zeros(p: jax.Array) -> jax.Array:
+            return jnp.zeros_like(p, dtype=state_dtype)
+
         return AdamWState(
             count=jnp.zeros([], jnp.int32),
-            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params),
-            nu=jax.tree.map(jnp.zeros_like, params),
+            mu=jax.tree.map(zeros, params),
+            nu=jax.tree.map(zeros, params),
         )
 
     def update(
@@ -97,13 +104,13 @@ def clipped_adamw(
         c2 = 1 - jnp.asarray(b2, jnp.float32) ** count
 
         def leaf(g, m, v, p, decays):
-            g = g * scale.astype(g.dtype)
-            m = (1 - b1) * g + b1 * m.astype(g.dtype)
-            v = (1 - b2) * jnp.square(g) + b2 * v
-            u = (m / c1.astype(g.dtype)) / (jnp.sqrt(v / c2.astype(g.dtype)) + eps)
+            g = g.astype(jnp.float32) * scale
+            m = (1 - b1) * g + b1 * m.astype(jnp.float32)
+            v = (1 - b2) * jnp.square(g) + b2 * v.astype(jnp.float32)
+            u = (m / c1) / (jnp.sqrt(v / c2) + eps)
             if decays:
-                u = u + weight_decay * p
-            return (-lr * u).astype(p.dtype), m.astype(mu_dtype), v
+                u = u + weight_decay * p.astype(jnp.float32)
+            return (-lr * u).astype(p.dtype), m.astype(state_dtype), v.astype(state_dtype)
 
         out = jax.tree.map(leaf, grads, state.mu, state.nu, params, decay(params))
         is_triple = lambda x: isinstance(x, tuple)  # noqa: E731
@@ -126,6 +133,6 @@ def make_optimizer(
         weight_decay=cfg.weight_decay,
         decay=lambda p: decay_mask(p, cfg.decay_embeddings),
         clip_norm=cfg.clip_norm,
-        mu_dtype=jnp.dtype(cfg.state_dtype),
+        state_dtype=jnp.dtype(cfg.state_dtype),
     )
     return tx, schedule
