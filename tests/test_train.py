@@ -317,6 +317,47 @@ def test_unscanned_layers_train_the_same_and_load_stacked(tmp_path):
     assert warm.final_step == 1
 
 
+def test_init_from_bf16_checkpoint_trains_in_the_presets_dtypes(tmp_path):
+    """A bf16 checkpoint (as every release converts) + an fp32-master preset: the run keeps fp32
+    params and fp32 Adam moments and computes in the preset's compute dtype."""
+    import orbax.checkpoint as ocp
+
+    from logos_jax.checkpoint import save_model
+    from logos_jax.config import load_model_config
+    from logos_jax.model import init_params
+
+    bf16 = load_model_config("tiny").replace(
+        **TINY, param_dtype="bfloat16", compute_dtype="bfloat16"
+    )
+    released = save_model(tmp_path / "bf16", bf16, init_params(bf16, jax.random.key(0)))
+    run = tmp_path / "run"
+    run_training(tiny_config(run, steps=2, init_from=str(released), model_overrides={}))
+    step = run / "checkpoints" / "2"
+    checkpointer = ocp.StandardCheckpointer()
+    stored = {
+        item: {
+            x.dtype
+            for x in jax.tree.leaves(checkpointer.metadata(step / item).item_metadata)
+            if x.shape  # arrays; not the step count
+        }
+        for item in ("params", "opt_state")
+    }
+    checkpointer.close()
+    assert stored == {"params": {np.dtype("float32")}, "opt_state": {np.dtype("float32")}}
+    model = load_model_config(run)
+    assert (model.param_dtype, model.compute_dtype) == ("float32", "float32")
+    # model.<field> overrides still win over the preset.
+    run_training(
+        tiny_config(
+            tmp_path / "b",
+            steps=1,
+            init_from=str(released),
+            model_overrides={"compute_dtype": "bfloat16"},
+        )
+    )
+    assert load_model_config(tmp_path / "b").compute_dtype == "bfloat16"
+
+
 def test_host_memory_flat_over_many_saves(tmp_path):
     from logos_jax.config import load_model_config
     from logos_jax.model import init_params

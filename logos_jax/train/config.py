@@ -78,7 +78,8 @@ class TrainConfig:
     run_dir: str
     model: str = "tiny"  # preset name, model YAML, or a model folder
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    init_from: str | None = None  # converted checkpoint / run dir to start from (weights only)
+    # converted checkpoint / run dir to start from (weights only; dtypes from ``model``)
+    init_from: str | None = None
     mode: str = "pretrain"  # pretrain | sft
     data: str = (
         "synthetic"  # synthetic | built corpus dir | data config YAML | SFT JSONL (mode=sft)

@@ -2,7 +2,9 @@
 
 Continued pretraining loads a converted model folder (or another run dir) directly sharded onto the
 mesh and grows its embeddings (mean-initialised rows, ``logos_jax.convert.resize``) when the data's
-tokenizer has more ids, e.g. after the grammar tags were added.
+tokenizer has more ids, e.g. after the grammar tags were added. Its shapes come from the checkpoint;
+its param and compute dtypes come from the run's model preset (``train_dtypes``), so a bf16 release
+trains with the preset's fp32 master weights.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def fit_vocab(config: ModelConfig, data_vocab: int | None) -> ModelConfig:
     if data_vocab is None or data_vocab == config.vocab_size:
         return config
     return config.replace(vocab_size=data_vocab)
+
+
+def train_dtypes(preset: ModelConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The runtime overrides of an ``init_from`` run: the preset's param/compute dtypes (not the
+    checkpoint's, which are its storage dtypes), then the run's own ``model.<field>`` overrides."""
+    return {
+        "param_dtype": preset.param_dtype,
+        "compute_dtype": preset.compute_dtype,
+        **overrides,
+    }
 
 
 def fresh_params(

@@ -28,7 +28,7 @@ from logos_jax.train import data as data_lib
 from logos_jax.train import distributed
 from logos_jax.train.checkpointing import COMMIT_MARKERS, TrainCheckpointer
 from logos_jax.train.config import TrainConfig, from_dict, save_train_config
-from logos_jax.train.init import fit_vocab, fresh_params, load_initial
+from logos_jax.train.init import fit_vocab, fresh_params, load_initial, train_dtypes
 from logos_jax.train.metrics import MetricsWriter, mfu, peak_flops_per_device, perplexity
 from logos_jax.train.optim import make_optimizer
 from logos_jax.train.step import (
@@ -151,9 +151,8 @@ def _model_and_params(config: TrainConfig, spec: DataSpec, run_dir: Path, resumi
     if resuming:
         return load_model_config(run_dir / MODEL_CONFIG), None
     if config.init_from:
-        model, params = load_initial(
-            config.init_from, config.model_overrides, spec.vocab_size, mesh
-        )
+        overrides = train_dtypes(load_model_config(config.model), config.model_overrides)
+        model, params = load_initial(config.init_from, overrides, spec.vocab_size, mesh)
         return model, to_layer_layout(params, model, mesh, config.scan_layers)
     model = fit_vocab(config.model_config(), spec.vocab_size)
     return model, fresh_params(model, config.seed, mesh, config.scan_layers)
