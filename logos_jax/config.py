@@ -179,6 +179,12 @@ class ModelConfig:
         if dtype not in DTYPES:
             raise LogosError(f"{source}: dtype {dtype!r} is not supported; supported: {DTYPES}")
         heads = hf["num_attention_heads"]
+        # transformers' LlamaConfig and Qwen3Config both default to untied.
+        tie = hf.get("tie_word_embeddings", False)
+        if not isinstance(tie, bool):
+            raise LogosError(
+                f"{source}: tie_word_embeddings must be a JSON boolean (true or false), got {tie!r}"
+            )
         return cls(
             vocab_size=hf["vocab_size"],
             hidden_size=hf["hidden_size"],
@@ -190,7 +196,7 @@ class ModelConfig:
             rope_theta=float(rope_theta),
             rope_scaling=scaling,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", arch == "LlamaForCausalLM")),
+            tie_embeddings=tie,
             qk_norm=arch == "Qwen3ForCausalLM",
             max_position_embeddings=int(hf.get("max_position_embeddings", 131072)),
             param_dtype=dtype,

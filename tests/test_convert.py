@@ -103,6 +103,48 @@ def test_unsupported_dtype(hf_dir, tmp_path):
     _assert_fails(hf_dir, tmp_path / "out", "model.safetensors", "model.norm.weight", "I8")
 
 
+def _edit_config(hf_dir, **changes):
+    """Rewrite config.json with ``changes`` (a value of None deletes the key)."""
+    config = json.loads((hf_dir / "config.json").read_text())
+    config.update(changes)
+    config = {k: v for k, v in config.items() if v is not None}
+    (hf_dir / "config.json").write_text(json.dumps(config))
+
+
+def test_llama_without_tie_key_is_untied(tmp_path):
+    """transformers' Llama (and Qwen3) default is untied: a config.json without the key keeps its
+    lm_head, and the round trip is bit-identical."""
+    model = make_hf_model("llama", tmp_path / "hf")
+    tensors = all_tensors(tmp_path / "hf")
+    head = model.get_input_embeddings().weight.detach().numpy()[::-1].copy()
+    _rewrite(tmp_path / "hf" / "model.safetensors", add=[("lm_head.weight", head)])
+    _edit_config(tmp_path / "hf", tie_word_embeddings=None)
+    hf_to_jax(tmp_path / "hf", tmp_path / "jax", progress=False)
+    assert not load_model_config(tmp_path / "jax").tie_embeddings
+    jax_to_hf(tmp_path / "jax", tmp_path / "back", progress=False)
+    back = all_tensors(tmp_path / "back")
+    assert back["lm_head.weight"].tobytes() == head.tobytes()
+    assert sorted(back) == sorted([*tensors, "lm_head.weight"])
+
+
+def test_tied_config_with_a_different_lm_head_is_an_error(tmp_path):
+    model = make_hf_model("llama", tmp_path / "hf")  # tie_word_embeddings: true
+    embed = model.get_input_embeddings().weight.detach().numpy()
+    path = tmp_path / "hf" / "model.safetensors"
+    _rewrite(path, add=[("lm_head.weight", embed.copy())])
+    hf_to_jax(tmp_path / "hf", tmp_path / "same", progress=False)  # a saved copy is fine
+    _rewrite(path, add=[("lm_head.weight", embed * 2)])
+    _assert_fails(
+        tmp_path / "hf", tmp_path / "out", "'lm_head.weight' differs", "tie_word_embeddings"
+    )
+
+
+def test_tie_key_must_be_a_boolean(tmp_path):
+    make_hf_model("llama", tmp_path / "hf")
+    _edit_config(tmp_path / "hf", tie_word_embeddings="false")
+    _assert_fails(tmp_path / "hf", tmp_path / "out", "tie_word_embeddings", "'false'")
+
+
 def test_unsupported_architecture():
     mistral = {"architectures": ["MistralForCausalLM"], "sliding_window": 4096}
     with pytest.raises(LogosError, match="MistralForCausalLM.*supported: LlamaForCausalLM"):

@@ -40,6 +40,7 @@ _POOL = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1), thread_name_pr
 _BAND = 256  # destination rows per written band
 _TILE = 128  # columns per transposed tile: 256 x 128 tiles are ~5x faster than numpy's strided copy
 _BUFFERS = threading.local()  # one reusable band buffer per worker thread
+_HEAD, _EMBED = "lm_head.weight", "model.embed_tokens.weight"
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,27 @@ def _wait_quietly(futures: list[Future]) -> None:
     wait(futures)
 
 
+def _same_bits(a: np.ndarray, b: np.ndarray, rows: int = 4096) -> bool:
+    """Whether two (memory-mapped) arrays are bit-identical, compared ``rows`` rows at a time."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return all(
+        np.array_equal(_bits(a[r : r + rows]), _bits(b[r : r + rows]))
+        for r in range(0, a.shape[0], rows)
+    )
+
+
+def _check_tied_head(tensors: dict[str, TensorInfo]) -> None:
+    """A tied config's file may still carry ``lm_head.weight``, but only as a copy of the embedding;
+    anything else is an untied model, which would load wrong."""
+    head, embed = tensors[_HEAD], tensors[_EMBED]
+    if not _same_bits(map_tensor(head), map_tensor(embed)):
+        raise LogosError(
+            f"{head.file}: tensor {_HEAD!r} differs from {_EMBED!r} but config.json says "
+            "tie_word_embeddings: true; if the model is untied, set it to false in config.json"
+        )
+
+
 def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Path) -> None:
     expected = {name for name, _, _ in hf_tensors(config)}
     missing = sorted(expected - set(tensors))
@@ -126,7 +148,9 @@ def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Pa
             f"{hf_dir}: missing tensor(s) {missing[:5]}{more} required by config.json "
             f"({config.architecture}, {config.num_layers} layers)"
         )
-    ignorable = {"lm_head.weight"} if config.tie_embeddings else set()
+    ignorable = {_HEAD} if config.tie_embeddings else set()
+    if config.tie_embeddings and _HEAD in tensors:
+        _check_tied_head(tensors)
     extra = sorted(
         n for n in set(tensors) - expected - ignorable if not n.endswith(IGNORED_SUFFIXES)
     )
