@@ -92,11 +92,16 @@ class ModelConfig:
         return self.vocab_size * d + L * (attn + mlp + 2 * d) + d + head
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward = 3x forward), matmuls + attention scores."""
-        non_embedding = self.num_params() - self.vocab_size * self.hidden_size
-        matmul = 6 * (non_embedding + self.vocab_size * self.hidden_size)
-        attention = 6 * self.num_layers * self.num_heads * self.head_dim * seq_len
-        return float(matmul + attention)
+        """Training FLOPs per token (forward + backward = 3x forward): 6 per matmul weight (every
+        layer's q/k/v/o and MLP kernels, and the LM head; the embedding lookup is a gather and norm
+        scales multiply element-wise, so neither counts), plus causal attention's QK^T and PV
+        (2 x 2 x heads x head_dim x seq per layer and token, halved by the mask, times 3)."""
+        d, q = self.hidden_size, self.num_heads * self.head_dim
+        kv = self.num_kv_heads * self.head_dim
+        per_layer = 2 * d * q + 2 * d * kv + 3 * d * self.intermediate_size
+        matmul = self.num_layers * per_layer + self.vocab_size * d
+        attention = 6 * self.num_layers * q * seq_len
+        return float(6 * matmul + attention)
 
     # ----- YAML / dict -----
     def to_dict(self) -> dict[str, Any]:

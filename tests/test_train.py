@@ -185,6 +185,56 @@ def test_fused_update_keeps_float32_moments_with_bf16_gradients():
     )
 
 
+def test_flops_per_token_is_a_hand_count():
+    """6 x matmul weights (q/k/v/o + MLP per layer, the LM head; no embedding gather, no norms)
+    + 6 x layers x heads x head_dim x seq (causal QK^T and PV), at seq 4096."""
+    from logos_jax.config import load_model_config
+
+    # logos-1b (Llama-3.2-1B): d 2048, 16 layers, q 32x64, kv 8x64, mlp 8192, vocab 128256 (tied).
+    layer_1b = 2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 8192  # 60,817,408
+    weights_1b = 16 * layer_1b + 128256 * 2048  # one head matmul
+    attn_1b = 6 * 16 * 32 * 64 * 4096
+    assert load_model_config("logos-1b").flops_per_token(4096) == 6 * weights_1b + attn_1b
+    assert 6 * weights_1b + attn_1b == 8_219_787_264
+    # logos-8b (Qwen3-8B): d 4096, 36 layers, q 32x128, kv 8x128, mlp 12288, vocab 151936 (untied:
+    # the head is a matmul, the embedding is not).
+    layer_8b = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 12288  # 192,937,984
+    weights_8b = 36 * layer_8b + 151936 * 4096
+    attn_8b = 6 * 36 * 32 * 128 * 4096
+    assert load_model_config("logos-8b").flops_per_token(4096) == 6 * weights_8b + attn_8b
+    assert 6 * weights_8b + attn_8b == 49_032_462_336
+
+
+def test_logged_lr_follows_the_optimizer_count_after_skipped_steps():
+    """A skipped (non-finite) step advances ``state.step`` but not the optimizer: the next step's
+    logged lr is the one the update uses, schedule(optimizer count)."""
+    from logos_jax.config import load_model_config
+    from logos_jax.model import Decoder, init_params
+    from logos_jax.sharding import MeshConfig, make_mesh
+    from logos_jax.train.config import OptimizerConfig
+    from logos_jax.train.optim import make_optimizer
+    from logos_jax.train.step import LossConfig, init_state, make_train_step, state_layout
+
+    cfg = load_model_config("tiny").replace(**TINY)
+    mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
+    tx, schedule = make_optimizer(OptimizerConfig(lr=1.0, warmup_steps=10), 20)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    state = init_state(params, tx, state_layout(cfg, tx, mesh), 0)
+    step = jax.jit(
+        make_train_step(
+            Decoder(cfg), tx, schedule, loss=LossConfig(), grad_accum=1, nan_policy="skip"
+        )
+    )
+    batch = _packed_batch(np.random.default_rng(0))
+    nan_params = jax.tree.map(lambda p: p * jnp.nan, params)
+    state, first = step(state.replace(params=nan_params), batch)
+    state, second = step(state.replace(params=params), batch)
+    assert int(state.skipped) == 1 and int(state.step) == 2
+    assert float(first["lr"]) == float(second["lr"]) == float(schedule(0)) == 0.0
+    state, third = step(state, batch)
+    assert float(third["lr"]) == pytest.approx(float(schedule(1))) and float(schedule(1)) > 0
+
+
 def _packed_batch(rng, vocab=64):
     """Two rows: row 0 packs documents of 5 and 7 tokens + padding; row 1 one document."""
     tokens = rng.integers(1, vocab, (2, 16)).astype(np.int32)

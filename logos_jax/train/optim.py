@@ -123,7 +123,8 @@ def clipped_adamw(
 def make_optimizer(
     cfg: OptimizerConfig, total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(update rule, learning-rate schedule); the step logs ``schedule(step)``."""
+    """(update rule, learning-rate schedule); the step logs ``schedule`` at the optimizer's own
+    update count (skipped steps do not advance it)."""
     schedule = learning_rate_schedule(cfg, total_steps)
     tx = clipped_adamw(
         schedule,

@@ -203,7 +203,8 @@ def make_train_step(
             "loss": ce,
             "z_loss": sums["z"] / total_weight,
             "grad_norm": grad_norm,
-            "lr": schedule(state.step),
+            # The optimizer's own count: it does not advance on skipped steps, state.step does.
+            "lr": schedule(optax.tree_utils.tree_get(state.opt_state, "count")),
             "target_tokens": sums["weight"],
             "modality_ce": sums["modality_ce"],
             "modality_weight": sums["modality_weight"],
