@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from logos_jax.errors import LogosError
+from logos_jax.files import public_mode, remove_stale_temps, temp_dir_beside
 
 MODEL_CONFIG = "model_config.yaml"
 PARAMS = "params"
@@ -39,14 +40,18 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
 @contextmanager
 def atomic_folder(out_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``out_dir`` that becomes ``out_dir`` when the block succeeds
-    (one rename) and is deleted when it raises. ``out_dir`` must not exist."""
+    (one rename) and is deleted when it raises. ``out_dir`` must not exist. Temporary folders of
+    killed earlier runs are removed first."""
     out_dir = Path(out_dir).absolute()
     if out_dir.exists():
         raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    for stale in remove_stale_temps(out_dir):
+        print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
+    tmp = temp_dir_beside(out_dir)
     try:
         yield tmp
+        public_mode(tmp, directory=True)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,15 +18,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from logos_jax.errors import LogosError
+from logos_jax.files import atomic_write_text
 from logos_jax.grammar.tags import ALL_TAGS
+from logos_jax.validate import text_lines
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "tokenizers"
 
@@ -202,6 +203,16 @@ class LogosTokenizer:
                 "old vocabulary needs its embedding table resized."
             )
 
+    def require_fits(self, model_vocab: int, model: str | Path) -> None:
+        """Raise ``LogosError`` when the tokenizer has ids past the model's embedding rows (they would
+        index outside the table: JAX clamps the gather, so the model would silently read wrong rows)."""
+        if self.vocab_size > model_vocab:
+            raise LogosError(
+                f"the tokenizer has {self.vocab_size} ids but the model {model} has {model_vocab} "
+                "embedding rows; fix: use the model's own tokenizer, or grow the embeddings "
+                "(`logos convert hf2jax --add-tags`, or train with init_from=)"
+            )
+
     def hash(self) -> str:
         """sha256 of the normalised ``tokenizer.json`` content (the compact serialisation of the loaded
         tokenizer, whatever the file's formatting) plus the BOS, EOS and PAD ids: two tokenizers with
@@ -261,14 +272,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def _post_processor_bos(tokenizer: Any) -> int | None:
@@ -328,8 +332,14 @@ def _read_texts(texts_or_files: Iterable[str | Path]) -> Iterator[str]:
         if isinstance(item, Path):
             if not item.is_file():
                 raise LogosError(f"training file not found: {item}")
-            with item.open(encoding="utf-8") as f:
-                yield from (line.rstrip("\n") for line in f if line.strip())
+            skipped = 0
+            for _, line in text_lines(item):
+                if line is None:
+                    skipped += 1  # not UTF-8 text: never a training text
+                elif line.strip():
+                    yield line.rstrip("\n")
+            if skipped:
+                print(f"{item}: skipped {skipped} line(s) that are not UTF-8 text", file=sys.stderr)
         else:
             yield item
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from logos_jax.validate import number
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND")
@@ -26,7 +28,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--input", nargs="+", type=Path, required=True, metavar="FILE", help="text files"
     )
     train.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    train.add_argument("--vocab-size", type=int, required=True, metavar="N", help="vocabulary size")
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a model folder (replacing the tokenizer its embeddings were trained with)",
+    )
+    train.add_argument(
+        "--vocab-size", type=number(int, low=1), required=True, metavar="N", help="vocabulary size"
+    )
     train.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe", help="model type")
     train.add_argument(
         "--per-residue",
@@ -44,6 +53,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     add.add_argument("src", type=Path, metavar="SRC_DIR", help="tokenizer folder or tokenizer.json")
     add.add_argument("out", type=Path, metavar="OUT_DIR", help="output folder")
+    add.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a model folder (replacing the tokenizer its embeddings were trained with)",
+    )
     add.set_defaults(func=run_add_tags)
 
     check = sub.add_parser(
@@ -59,8 +73,32 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=None)
 
 
+# Files that make a folder a model (converted, HF or a training run): its tokenizer must stay.
+MODEL_MARKERS = ("model_config.yaml", "params", "config.json", "checkpoints", "model.safetensors")
+
+
+def _check_out(out: Path, force: bool, inputs: list[Path]) -> None:
+    """Refuse an output folder that is a file, an input, or (without ``--force``) a model folder."""
+    from logos_jax.errors import LogosError
+
+    if out.exists() and not out.is_dir():
+        raise LogosError(f"{out} is a file; the output must be a folder")
+    for path in inputs:
+        if Path(path).absolute() in (out.absolute(), (out / "tokenizer.json").absolute()):
+            raise LogosError(f"the output {out} is an input; choose another output folder")
+    markers = [m for m in MODEL_MARKERS if (out / m).exists()]
+    markers += [p.name for p in out.glob("*.safetensors")] if out.is_dir() else []
+    if markers and not force:
+        raise LogosError(
+            f"{out} is a model folder ({', '.join(sorted(set(markers)))}); replacing its tokenizer "
+            "would no longer fit its embeddings. fix: write to a new folder, or pass --force"
+        )
+
+
 def run_train(args: argparse.Namespace) -> int:
     from logos_jax.tokenizer import LogosTokenizer, train_sentencepiece
+
+    _check_out(args.out, args.force, list(args.input))
 
     out = train_sentencepiece(
         args.input,
@@ -79,6 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_add_tags(args: argparse.Namespace) -> int:
     from logos_jax.tokenizer import LogosTokenizer, add_grammar_tags
 
+    _check_out(args.out, args.force, [args.src])
     tok, added = add_grammar_tags(LogosTokenizer.load(args.src))
     tok.save(args.out)
     ids = tok.tag_ids()

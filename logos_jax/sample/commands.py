@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from logos_jax.validate import number
 
 TASK_CHOICES = ("retro", "pocket-search", "ligand", "material", "free")
 
@@ -26,25 +29,39 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--num-samples",
-        type=int,
+        type=number(int, low=1),
         default=None,
         help="samples per input (default: retro 32, pocket-search 40, ligand 10, free 1; "
         "material: samples in all, default 10000)",
     )
-    parser.add_argument("--temperature", type=float, default=1.2, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=0.85, help="nucleus sampling (1 = off)")
+    parser.add_argument("--temperature", type=number(low=0), default=1.2, help="0 = greedy")
     parser.add_argument(
-        "--top-k", type=int, default=50, help="top-k (0 = off; 50 is transformers' default)"
-    )
-    parser.add_argument("--min-p", type=float, default=0.0, help="min-p (0 = off)")
-    parser.add_argument(
-        "--repetition-penalty", type=float, default=1.05, help="HF repetition penalty (1 = off)"
+        "--top-p",
+        type=number(low=0, high=1, low_open=True),
+        default=0.85,
+        help="nucleus sampling (1 = off)",
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, default=1000, help="tokens per sample at most"
+        "--top-k",
+        type=number(int, low=0),
+        default=50,
+        help="top-k (0 = off; 50 is transformers' default)",
+    )
+    parser.add_argument("--min-p", type=number(low=0, high=1), default=0.0, help="min-p (0 = off)")
+    parser.add_argument(
+        "--repetition-penalty",
+        type=number(low=0, low_open=True),
+        default=1.05,
+        help="HF repetition penalty (1 = off)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="rows (prompts x samples) decoded together"
+        "--max-new-tokens", type=number(int, low=1), default=1000, help="tokens per sample at most"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=number(int, low=1),
+        default=64,
+        help="rows (prompts x samples) decoded together",
     )
     parser.add_argument(
         "--constrained",
@@ -53,11 +70,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--num-beams",
-        type=int,
+        type=number(int, low=0),
         default=0,
         help="beam search with this many beams instead of sampling (one row per beam, best first)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (per-input streams)")
+    parser.add_argument(
+        "--seed", type=number(int, low=0), default=0, help="random seed (per-input streams)"
+    )
     parser.add_argument(
         "--full-perplexity",
         action="store_true",
@@ -74,14 +93,17 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from logos_jax.errors import LogosError
+    from logos_jax.files import refuse_overwrite_input
     from logos_jax.sample.jobs import run_sampling
     from logos_jax.sample.processors import SamplingConfig
     from logos_jax.sharding import MeshConfig, make_mesh
 
+    refuse_overwrite_input(args.out, {"--input": args.input})
     try:
         data, fsdp, tensor = (int(x) for x in args.mesh.split(","))
     except ValueError:
         raise LogosError(f"--mesh {args.mesh!r}: expected three integers like 1,-1,1") from None
+    _check_tokenizer_fits(args.ckpt, args.tokenizer)
     mesh = make_mesh(MeshConfig(data, fsdp, tensor))
     sampling = SamplingConfig(
         temperature=args.temperature,
@@ -113,4 +135,21 @@ def run(args: argparse.Namespace) -> int:
         f"{len(report.bad_rows)} bad row(s) skipped -> {args.out}",
         file=sys.stderr,
     )
+    if report.bad_rows and not (report.written or report.already_done):
+        raise LogosError(f"nothing sampled: every input row of {args.input} was rejected")
     return 0
+
+
+def _check_tokenizer_fits(ckpt: str, tokenizer: str | None) -> None:
+    """The tokenizer's ids must all be rows of the model's embedding table."""
+    from logos_jax.checkpoint import resolve_model_dir
+    from logos_jax.config import load_model_config
+    from logos_jax.model_folder import MODEL_CONFIG
+    from logos_jax.tokenizer import LogosTokenizer
+
+    model_dir, _ = resolve_model_dir(ckpt)
+    folder = tokenizer or model_dir
+    if not (Path(folder) / "tokenizer.json").is_file() and not Path(folder).is_file():
+        return  # the job names the missing tokenizer
+    config = load_model_config(model_dir / MODEL_CONFIG)
+    LogosTokenizer.load(folder).require_fits(config.vocab_size, ckpt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -18,18 +19,29 @@ from pathlib import Path
 from typing import Any
 
 from logos_jax.errors import LogosError
+from logos_jax.validate import text_lines
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, Any | None, str]]:
-    """``(line number, decoded JSON or None, raw line)`` for every non-blank line of ``path``."""
-    with Path(path).open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line), line
-            except json.JSONDecodeError:
-                yield number, None, line
+    """``(line number, decoded JSON or None, raw line)`` for every non-blank line of ``path``.
+
+    A line that is not JSON, or not UTF-8 text (binary data, or a write torn inside a multi-byte
+    character by a full disk: its raw line is then ``""``), gives None.
+    """
+    for number, line in text_lines(path):
+        if line is None:
+            yield number, None, ""
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), line
+        except (json.JSONDecodeError, RecursionError):
+            yield number, None, line
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def resume(path: Path) -> set[str]:
@@ -47,12 +59,15 @@ def resume(path: Path) -> set[str]:
         if not line.endswith("\n") or not isinstance(row, dict) or "id" not in row:
             dropped += 1
             continue
+        sample, size = _int(row.get("sample", 0)), _int(row.get("group_size", -1))
+        if sample is None or size is None:
+            dropped += 1
+            continue
         rows = groups[str(row["id"])]
-        sample = int(row.get("sample", 0))
         if sample in rows:
             dropped += 1
         rows[sample] = line
-        sizes[str(row["id"])].add(int(row.get("group_size", -1)))
+        sizes[str(row["id"])].add(size)
     finished = {i for i, rows in groups.items() if sizes[i] == {len(rows)}}
     kept = sum(len(groups[i]) for i in finished)
     total = sum(len(rows) for rows in groups.values()) + dropped
@@ -68,6 +83,7 @@ def _rewrite(path: Path, lines: Iterable[str]) -> None:
             f.writelines(lines)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))  # mkstemp's 0600 would hide the file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,8 +95,8 @@ class Appender:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as err:
             raise LogosError(f"cannot write {self.path}: {err}") from None

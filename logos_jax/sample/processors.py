@@ -43,16 +43,19 @@ class SamplingConfig:
         from logos_jax.errors import LogosError
 
         problems = []
-        if self.temperature < 0:
-            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        # Written as "not (valid)" so that NaN, which fails every comparison, is rejected too.
+        if not 0 <= self.temperature < float("inf"):
+            problems.append(f"temperature must be a finite number >= 0, got {self.temperature}")
         if self.top_k < 0:
             problems.append(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p <= 1:
             problems.append(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.repetition_penalty <= 0:
-            problems.append(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0 < self.repetition_penalty < float("inf"):
+            problems.append(
+                f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty}"
+            )
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if problems:

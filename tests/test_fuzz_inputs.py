@@ -1,0 +1,297 @@
+"""Bad input, tried as a careless user and as a hostile file would: every case ends with a one-line
+error or a correct result, never a traceback, never a changed input.
+
+The CLI is called in-process (``logos_jax.cli.main``): an uncaught exception fails the test (that
+is a traceback for the user); ``SystemExit(2)`` is argparse's one-line usage error; a ``LogosError``
+becomes exit status 2 with ``logos <cmd>: error: ...`` on stderr. Hand-written cases cover each
+command; hypothesis generates config values, JSONL rows and byte strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from logos_jax.cli import main
+from logos_jax.config import ModelConfig, save_model_config
+from logos_jax.errors import LogosError
+from logos_jax.files import atomic_write_text, public_mode, remove_stale_temps, umask
+from logos_jax.model_folder import atomic_folder
+from logos_jax.sample import jsonl
+from logos_jax.tokenizer import LogosTokenizer, build_residue_tokenizer
+
+FUZZ = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str]:
+    """``(exit status, stderr)`` of ``logos argv`` run in-process; a traceback fails the test."""
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exit_:  # argparse usage errors
+        rc = exit_.code if isinstance(exit_.code, int) else 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def one_line_error(rc: int, err: str, *words: str) -> None:
+    """A failed command printed one error line (after any usage text) that names ``words``."""
+    assert rc != 0, err
+    lines = [x for x in err.strip().splitlines() if "error:" in x]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], err
+
+
+def snapshot(*paths: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in paths}
+
+
+@pytest.fixture(scope="module")
+def residue_tok(tmp_path_factory) -> Path:
+    return build_residue_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+def fake_model_folder(root: Path, tok_dir: Path, vocab_size: int) -> Path:
+    """A folder that looks like a converted model (config, params/, tokenizer) without weights."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params").mkdir(exist_ok=True)
+    config = ModelConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        intermediate_size=64,
+    )
+    save_model_config(config, root / "model_config.yaml")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (tok_dir / name).is_file():
+            (root / name).write_bytes((tok_dir / name).read_bytes())
+    return root
+
+
+# ------------------------------------------------------------------------------ outputs: data loss
+
+
+def test_sample_refuses_output_equal_to_input(tmp_path, capsys):
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"test_input": "<MoleculeS>CCO<MoleculeE><ReverseReact>"}\n')
+    before = snapshot(rows)
+    for out in (rows, tmp_path / "." / "in.jsonl"):
+        argv = ["sample", "--task", "retro", "--ckpt", tmp_path / "nope", "--input", rows]
+        rc, err = cli([*argv, "--out", out], capsys)
+        one_line_error(rc, err, "destroy the input")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(rows)
+    argv = ["sample", "--task", "retro", "--ckpt", tmp_path / "nope", "--input", rows]
+    rc, err = cli([*argv, "--out", link], capsys)
+    one_line_error(rc, err, "destroy the input")
+    assert snapshot(rows) == before
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--num-samples", "0"),
+        ("--num-samples", "-3"),
+        ("--num-samples", "2.5"),
+        ("--temperature", "nan"),
+        ("--temperature", "inf"),
+        ("--temperature", "-1"),
+        ("--repetition-penalty", "nan"),
+        ("--repetition-penalty", "0"),
+        ("--top-p", "0"),
+        ("--top-p", "1.5"),
+        ("--top-p", "nan"),
+        ("--min-p", "nan"),
+        ("--top-k", "-1"),
+        ("--max-new-tokens", "0"),
+        ("--batch-size", "0"),
+        ("--num-beams", "-2"),
+        ("--seed", "abc"),
+    ],
+)
+def test_sample_rejects_bad_numbers(tmp_path, capsys, flag, value):
+    argv = ["sample", "--task", "free", "--ckpt", tmp_path, "--out", tmp_path / "o.jsonl"]
+    rc, err = cli([*argv, flag, value], capsys)
+    assert rc == 2
+    one_line_error(rc, err, flag)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_sampling_config_rejects_nan():
+    from logos_jax.sample import SamplingConfig
+
+    for bad in (
+        {"temperature": float("nan")},
+        {"repetition_penalty": float("nan")},
+        {"top_p": float("nan")},
+        {"min_p": float("nan")},
+        {"temperature": float("inf")},
+    ):
+        with pytest.raises(LogosError, match="invalid sampling settings"):
+            SamplingConfig(**bad)
+
+
+def test_sample_refuses_tokenizer_larger_than_model(tmp_path, capsys, residue_tok):
+    vocab = LogosTokenizer.load(residue_tok).vocab_size
+    model = fake_model_folder(tmp_path / "model", residue_tok, vocab - 5)
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"id": "a", "prompt": "MKT"}\n')
+    argv = ["sample", "--task", "free", "--ckpt", model, "--input", rows]
+    rc, err = cli([*argv, "--out", tmp_path / "o.jsonl"], capsys)
+    one_line_error(rc, err, f"{vocab} ids", f"{vocab - 5} embedding rows")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_eval_refuses_to_overwrite_results(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    results.write_text(
+        json.dumps({"id": "1", "sample": 0, "completion": "x", "valid": True}) + "\n"
+    )
+    other = tmp_path / "other_results.jsonl"
+    other.write_text(results.read_text())
+    before = snapshot(results, other)
+    rc, err = cli(["eval", "--task", "free", results, "--summary", results], capsys)
+    one_line_error(rc, err, "destroy the input")
+    rc, err = cli(["eval", "--task", "free", results, "--summary", other], capsys)
+    one_line_error(rc, err, "--force")
+    assert snapshot(results, other) == before
+    rc, err = cli(["eval", "--task", "free", results, "--summary", tmp_path], capsys)
+    one_line_error(rc, err, "folder")
+
+
+def test_eval_rejects_results_without_rows(tmp_path, capsys):
+    for content in (b"", b"\xff\xfe\x00garbage\n", b"not json\n[1, 2]\n"):
+        results = tmp_path / "r.jsonl"
+        results.write_bytes(content)
+        rc, err = cli(["eval", "--task", "free", results], capsys)
+        assert rc == 2 and "no result rows" in err, err
+
+
+def test_tokenizer_commands_refuse_a_model_folder(tmp_path, capsys, residue_tok):
+    vocab = LogosTokenizer.load(residue_tok).vocab_size
+    model = fake_model_folder(tmp_path / "model", residue_tok, vocab)
+    before = snapshot(model / "tokenizer.json", model / "model_config.yaml")
+    text = tmp_path / "t.txt"
+    text.write_text("<ProteinS>MKTAYIAKQR<ProteinE>\n" * 20)
+    rc, err = cli(
+        ["tokenizer", "train", "--input", text, "--out", model, "--vocab-size", "60"], capsys
+    )
+    one_line_error(rc, err, "model folder", "--force")
+    rc, err = cli(["tokenizer", "add-tags", residue_tok, model], capsys)
+    one_line_error(rc, err, "model folder")
+    rc, err = cli(["tokenizer", "add-tags", residue_tok, residue_tok], capsys)
+    one_line_error(rc, err, "input")
+    rc, err = cli(
+        ["tokenizer", "train", "--input", text, "--out", text, "--vocab-size", "60"], capsys
+    )
+    one_line_error(rc, err, "is a file")
+    rc, err = cli(
+        ["tokenizer", "train", "--input", text, "--out", model, "--vocab-size", "0"], capsys
+    )
+    one_line_error(rc, err, "--vocab-size")
+    assert snapshot(model / "tokenizer.json", model / "model_config.yaml") == before
+
+
+# ------------------------------------------------------------------------------ files and modes
+
+
+def test_outputs_get_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert umask() == 0o022
+        atomic_write_text(tmp_path / "a.json", "{}\n")
+        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+        with atomic_folder(tmp_path / "model") as tmp:
+            (tmp / "x").write_text("x")
+        assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+        os.umask(0o027)
+        d = tmp_path / "d"
+        d.mkdir()
+        public_mode(d, directory=True)
+        assert stat.S_IMODE(d.stat().st_mode) == 0o750
+    finally:
+        os.umask(old)
+
+
+def test_killed_conversion_temp_folders_are_removed(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".model.tmp-{dead_pid}-abc"
+    (stale / "params").mkdir(parents=True)
+    live = tmp_path / f".model.tmp-{os.getpid()}-xyz"
+    live.mkdir()
+    other = tmp_path / f".other.tmp-{dead_pid}-abc"
+    other.mkdir()
+    with atomic_folder(tmp_path / "model") as tmp:
+        (tmp / "x").write_text("x")
+    assert not stale.exists() and live.exists() and other.exists()
+    assert remove_stale_temps(tmp_path / "model") == []
+
+
+# ------------------------------------------------------------------------------ sampling JSONL
+
+
+def test_resume_tolerates_a_tail_torn_inside_a_character(tmp_path):
+    out = tmp_path / "o.jsonl"
+    done = json.dumps({"id": "a", "sample": 0, "group_size": 1, "text": "é"}, ensure_ascii=False)
+    torn = json.dumps({"id": "b", "sample": 0, "group_size": 1, "text": "ééé"}, ensure_ascii=False)
+    data = (done + "\n").encode() + torn.encode()[:-3]
+    assert data[-1] == 0xC3  # cut inside the two bytes of an é
+    out.write_bytes(data)
+    os.chmod(out, 0o644)
+    assert jsonl.resume(out) == {"a"}
+    assert out.read_bytes() == (done + "\n").encode()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert jsonl.resume(out) == {"a"}
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.dictionaries(
+                st.sampled_from(["id", "sample", "group_size", "text"]),
+                st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=5)),
+            ).map(lambda r: json.dumps(r).encode()),
+        ),
+        max_size=8,
+    )
+)
+def test_resume_never_crashes_on_garbage(tmp_path, lines):
+    out = tmp_path / "garbage.jsonl"
+    out.write_bytes(b"\n".join(lines))
+    finished = jsonl.resume(out)
+    for _, row, _ in jsonl.read_rows(out):
+        assert isinstance(row, dict) and str(row["id"]) in finished
+
+
+def test_eval_summary_replaces_its_own_summary(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({"id": "1", "sample": 0, "completion": "x"}) + "\n")
+    summary = tmp_path / "s.json"
+    assert cli(["eval", "--task", "free", results, "--summary", summary], capsys)[0] == 0
+    first = json.loads(summary.read_text())
+    assert cli(["eval", "--task", "free", results, "--summary", summary], capsys)[0] == 0
+    assert json.loads(summary.read_text()) == first
+    other = tmp_path / "other.jsonl"
+    other.write_text(results.read_text())
+    assert cli(["eval", "--task", "free", results, "--summary", other, "--force"], capsys)[0] == 0
+    assert json.loads(other.read_text()) == first
