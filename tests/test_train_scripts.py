@@ -32,9 +32,27 @@ def test_tpu_life_cycle_dry_runs():
         "+ gcloud compute tpus tpu-vm create logos-test --zone=us-east5-a --project=proj "
         "--accelerator-type=v5p-64 --version=v2-alpha-tpuv5 --spot"
     )
-    install, mount = dry_run("setup.sh", *TPU, "--bucket", "my-bucket")
-    assert "--worker=all" in install and 'pip install -U "jax[tpu]" "logos_jax"' in install
+    # logos_jax is not on the package index: the checkout's HEAD is shipped and installed editable.
+    archive, mkdir, scp, install, mount = dry_run("setup.sh", *TPU, "--bucket", "my-bucket")
+    assert archive.startswith("+ git -C ") and "archive --format=tar.gz" in archive
+    assert archive.endswith(" HEAD")
+    assert "--worker=all" in mkdir and "scp" in scp and "--worker=all" in scp
+    assert "--worker=all" in install and 'pip install -U "jax[tpu]" -e ~/logos/src' in install
+    assert "tar -xzf ~/logos/logos_jax-src.tar.gz -C ~/logos/src" in install
+    assert '"logos_jax"' not in install
     assert "gcsfuse --implicit-dirs my-bucket /mnt/logos" in mount
+    clone, _ = dry_run(
+        "setup.sh",
+        *TPU,
+        "--bucket",
+        "b",
+        "--repo",
+        "https://example.org/logos_jax.git",
+        "--ref",
+        "v1",
+    )
+    assert "git clone --depth 1 --branch v1 https://example.org/logos_jax.git ~/logos/src" in clone
+    assert "-e ~/logos/src" in clone
     (copy,) = dry_run("copy_config.sh", *TPU, "--config", str(CONFIG))
     assert copy.endswith(f"--worker=all {CONFIG} 'logos-test:~/logos/'")
     (launch,) = dry_run(
