@@ -10,16 +10,16 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig
-from logos_jax.model.decoder import REMAT_POLICIES, Decoder, KVCache, init_cache
+from logos_jax.model.attention import PagedKV
+from logos_jax.model.decoder import REMAT_POLICIES, Decoder
 from logos_jax.sharding import DEFAULT_RULES, Rules, tree_shardings
 
 __all__ = [
     "REMAT_POLICIES",
     "Decoder",
-    "KVCache",
+    "PagedKV",
     "abstract_params",
     "head_kernel",
-    "init_cache",
     "init_params",
     "logical_axes",
     "param_shardings",

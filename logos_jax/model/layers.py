@@ -1,4 +1,4 @@
-"""Decoder building blocks: RMSNorm, GQA attention (segment ids, KV cache, optional q/k norm), SwiGLU MLP.
+"""Decoder building blocks: RMSNorm, GQA attention (segment ids or KV pages, optional q/k norm), SwiGLU MLP.
 
 Parameters keep the Hugging Face layout: ``q_proj.kernel`` is HF ``q_proj.weight`` transposed
 (``[hidden, heads * head_dim]``), the query is unscaled, RoPE is the half rotation. Every parameter
@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from logos_jax.config import ModelConfig
+from logos_jax.model.attention import PagedKV, dot_product_attention
 from logos_jax.model.rope import apply_rope
 
 KERNEL_INIT = nn.initializers.normal(stddev=0.02)
-MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def dtype_of(name: str) -> Any:
@@ -70,22 +70,10 @@ class Dense(nn.Module):
         return matmul(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
-def attention_mask(
-    q_segment: jnp.ndarray, kv_segment: jnp.ndarray, q_index: jnp.ndarray, kv_index: jnp.ndarray
-) -> jnp.ndarray:
-    """``[batch, 1, 1, q, kv]`` bool: same segment and causal (packed documents never see each other).
-
-    q_segment ``[batch, q]``, kv_segment ``[batch, kv]`` (0 = padding / empty cache slot),
-    q_index ``[q]`` and kv_index ``[kv]`` are slot indices in the (cached) sequence.
-    """
-    same = q_segment[:, :, None] == kv_segment[:, None, :]
-    causal = kv_index[None, None, :] <= q_index[None, :, None]
-    return (same & causal)[:, None, None, :, :]
-
-
 class Attention(nn.Module):
-    """Grouped-query attention. With ``cache=(k, v)`` (each ``[batch, kv_heads, max_len, head_dim]``)
-    the new keys/values are written at ``cache_index``."""
+    """Grouped-query attention. Without ``kv`` the queries attend over this call's keys under
+    ``mask`` (training, full forwards); with a ``PagedKV`` the new keys/values are written into
+    ``layer``'s pages and the queries read the pages (decode, chunked prefill)."""
 
     config: ModelConfig
 
@@ -95,10 +83,10 @@ class Attention(nn.Module):
         x: jnp.ndarray,
         cos: jnp.ndarray,
         sin: jnp.ndarray,
-        mask: jnp.ndarray,
-        cache: tuple[jnp.ndarray, jnp.ndarray] | None,
-        cache_index: jnp.ndarray | None,
-    ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray] | None]:
+        mask: jnp.ndarray | None,
+        kv: PagedKV | None,
+        layer: jnp.ndarray | int,
+    ) -> tuple[jnp.ndarray, PagedKV | None]:
         cfg = self.config
         dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
         batch, seq, _ = x.shape
@@ -115,37 +103,12 @@ class Attention(nn.Module):
             q = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-
-        # Head-major operands (XLA's batched matmuls take them without extra copies), and the
-        # cache keeps that layout: [batch, kv_heads, group * q, head_dim] x [batch, kv_heads, kv, head_dim]
-        k, v = (t.transpose(0, 2, 1, 3) for t in (k, v))
-        new_cache = None
-        if cache is not None:
-            k_cache, v_cache = cache
-            start = (0, 0, cache_index, 0)
-            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
-            new_cache = (k, v)
-        group, kv_len = heads // kv_heads, k.shape[2]
-        q = q.reshape(batch, seq, kv_heads, group, hd).transpose(0, 2, 3, 1, 4)
-        q = q.reshape(batch, kv_heads, group * seq, hd)
-        k, v = k.astype(dtype), v.astype(dtype)
-        scores = jnp.einsum("bkqd,bktd->bkqt", q, k, preferred_element_type=jnp.float32)
-        scores = scores.reshape(batch, kv_heads, group, seq, kv_len) * (hd**-0.5)
-        scores = jnp.where(mask, scores, MASK_VALUE)
-        # Softmax with the normalisation after the PV matmul: [.., q, head_dim] divides instead
-        # of [.., q, kv] (the max is a constant shift, so it carries no gradient).
-        shift = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
-        weights = jnp.exp(scores - shift)
-        total = jnp.sum(weights, axis=-1).reshape(batch, kv_heads, group * seq, 1)
-        weights = weights.astype(dtype).reshape(batch, kv_heads, group * seq, kv_len)
-        out = jnp.einsum("bkqt,bktd->bkqd", weights, v, preferred_element_type=jnp.float32)
-        out = (out / total).astype(dtype)
-        out = out.reshape(batch, kv_heads, group, seq, hd).transpose(0, 3, 1, 2, 4)
-        out = out.reshape(batch, seq, heads * hd)
-        return Dense(cfg.hidden_size, ("q_heads", "embed"), dtype, pdtype, name="o_proj")(
-            out
-        ), new_cache
+        if kv is None:
+            k, v = (t.transpose(0, 2, 1, 3) for t in (k, v))  # [batch, kv_heads, seq, head_dim]
+            out = dot_product_attention(q, k, v, mask, dtype)
+        else:
+            out, kv = kv.attend(layer, q, k, v, dtype)
+        return Dense(cfg.hidden_size, ("q_heads", "embed"), dtype, pdtype, name="o_proj")(out), kv
 
 
 @jax.checkpoint

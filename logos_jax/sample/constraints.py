@@ -66,7 +66,8 @@ class Constraint(Protocol):
     """What the decode loop needs: a mask for the next token and the state update."""
 
     def allowed(self, state: Any, remaining: jax.Array) -> jax.Array:
-        """``[rows, vocab]`` bool; ``remaining`` [] = tokens that may still be emitted, this one included."""
+        """``[rows, vocab]`` bool; ``remaining`` ``[rows]`` = tokens each row may still emit, this one
+        included."""
         ...
 
     def advance(self, state: Any, token: jax.Array) -> Any:
@@ -113,7 +114,7 @@ class BlockGrammar:
 
     def allowed(self, state: jax.Array, remaining: jax.Array) -> jax.Array:
         nxt = self.transitions[state]  # [rows, classes]
-        finishable = self.distance[jnp.maximum(nxt, 0)] + 1 <= remaining
+        finishable = self.distance[jnp.maximum(nxt, 0)] + 1 <= remaining[:, None]
         ok = (nxt >= 0) & finishable
         return jnp.take(ok, self.token_class, axis=1)
 

@@ -3,8 +3,8 @@
 ``run_sampling`` is what ``logos sample`` and the demo call. Bad input rows (not JSON, a missing
 field, an unknown tag, a prompt longer than the context) are reported with their line number and
 skipped. Inputs already complete in the output file are skipped, so re-running the same command
-resumes a killed job (see ``jsonl``). Pending inputs are sorted by prompt length so each batch pads
-to a small bucket and a job compiles once per bucket.
+resumes a killed job (see ``jsonl``). Samples run on the decode engine (``logos_jax.engine``):
+each input's rows are written as soon as its last sample finishes.
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def run_sampling(
     The model comes from ``ckpt`` (a model folder or training run dir, loaded onto ``mesh``) or is
     given as ``model=(config, params)``; the tokenizer from ``tokenizer`` (a ``LogosTokenizer`` or a
     folder) or the checkpoint folder. ``num_samples`` per input (material: in all) defaults to the
-    task's; ``batch_size`` is the number of rows (prompts x samples) decoded together (prompts per
-    batch are rounded up to a multiple of the mesh's batch shards). ``num_beams > 0``: beam search
+    task's; ``batch_size`` is the number of rows (samples) decoded together: the engine's slots
+    (rounded up to a multiple of the mesh's batch shards); a finished row's slot takes the next
+    pending sample. ``num_beams > 0``: beam search
     instead of sampling, one row per beam, best first (``beam_score`` added).
     """
     from logos_jax.checkpoint import load_model, resolve_model_dir
@@ -206,10 +207,25 @@ def run_sampling(
         return report
 
     sampler, constraint = _make_sampler(
-        spec, config, params, tokenizer, sampling, mesh, full_perplexity, constrained, pending
+        spec,
+        config,
+        params,
+        tokenizer,
+        sampling,
+        mesh,
+        full_perplexity,
+        constrained,
+        pending,
+        batch_size,
     )
-    per_input = max(i.num_samples for i in pending)
-    prompts_per_batch = sampler.batch_size_for(max(1, batch_size // per_input))
+    states = None
+    if constraint is not None:
+        states = [
+            constraint.start(i.prompt.protein)
+            if spec.constraint == "pocket"
+            else constraint.start()
+            for i in pending
+        ]
 
     from tqdm import tqdm
 
@@ -221,33 +237,23 @@ def run_sampling(
         desc=f"sample {spec.name}",
         file=sys.stderr,
     )
+    # Rows are written per input as soon as its last sample finishes (continuous batching).
     with jsonl.Appender(out_path) as out, bar:
-        for b in range(0, len(pending), prompts_per_batch):
-            batch = pending[b : b + prompts_per_batch]
-            states = None
-            if constraint is not None:
-                states = [
-                    constraint.start(i.prompt.protein)
-                    if spec.constraint == "pocket"
-                    else constraint.start()
-                    for i in batch
-                ]
-            results = sampler.generate(
-                [i.ids for i in batch],
-                num_samples=per_input,
-                seeds=[_row_seed(seed, i.prompt.id) for i in batch],
-                constraint=constraint,
-                constraint_states=states,
-                batch_size=prompts_per_batch,
-                num_beams=num_beams,
-            )
-            for item, completions in zip(batch, results, strict=True):
-                out.write(_output_rows(item, completions, tokenizer, spec, full_perplexity))
-                report.written += 1
-                report.samples += min(item.num_samples, len(completions))
-                report.tokens += sum(len(c.tokens) for c in completions[: item.num_samples])
+        for index, completions in sampler.stream(
+            [i.ids for i in pending],
+            num_samples=[i.num_samples for i in pending],
+            seeds=[_row_seed(seed, i.prompt.id) for i in pending],
+            constraint=constraint,
+            constraint_states=states,
+            num_beams=num_beams,
+        ):
+            item = pending[index]
+            out.write(_output_rows(item, completions, tokenizer, spec, full_perplexity))
+            report.written += 1
+            report.samples += min(item.num_samples, len(completions))
+            report.tokens += sum(len(c.tokens) for c in completions[: item.num_samples])
             report.seconds = time.perf_counter() - start
-            bar.update(sum(i.num_samples for i in batch))
+            bar.update(item.num_samples)
             bar.set_postfix(
                 tok_s=f"{report.tokens_per_s:.0f}", sample_s=f"{report.samples_per_s:.1f}"
             )
@@ -256,7 +262,7 @@ def run_sampling(
 
 
 def _make_sampler(
-    spec, config, params, tokenizer, sampling, mesh, full_perplexity, constrained, pending
+    spec, config, params, tokenizer, sampling, mesh, full_perplexity, constrained, pending, slots
 ):
     from logos_jax.sample import constraints
     from logos_jax.sample.sampler import Sampler
@@ -280,6 +286,8 @@ def _make_sampler(
         mesh=mesh,
         full_perplexity=full_perplexity,
         vocab_limit=tokenizer.vocab_size,
+        num_slots=slots,
+        max_prompt_len=max(len(i.ids) for i in pending),
     )
     constraint = None
     if constrained and spec.constraint is not None:

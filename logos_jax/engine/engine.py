@@ -1,0 +1,412 @@
+"""The host-side driver: continuous batching over a fixed table of slots and a paged KV pool.
+
+``Engine.run`` takes requests (a prompt, how many samples, a seed, an optional constraint start
+state) and yields each request's completions as soon as its last sample finishes:
+
+1. **Admission.** While slots are idle and requests wait, the next prompt is prefilled into its own
+   pages (in chunks of at most ``prefill_chunk`` tokens) and its samples enter idle slots. Every
+   sample's page table starts with the prompt's pages: the samples of one prompt share them (only
+   a partly filled last page is copied, once per sample), so memory per prompt is the prompt plus
+   its completions.
+2. **Decode.** ``Programs.decode`` runs up to ``steps_per_call`` steps over all slots and returns
+   early once enough rows have finished to be worth refilling. Before each call the driver gives
+   every active row the pages it may fill, and passes only the page-table prefix that covers the
+   longest live row (rounded up to a power of two), so attention costs what is in the cache.
+3. **Collection.** Finished rows are read back, their pages freed, their slots reused.
+
+The number of compiled programs is fixed per job: one admission program, one decode program per
+page-count bucket (at most log2 of the longest sequence in pages), one prefill program per
+(chunk, page-count) bucket. A sample's tokens depend only on its prompt, seed and sample index,
+never on which slot it ran in or what ran beside it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from logos_jax.config import ModelConfig
+from logos_jax.engine.pages import SCRATCH_PAGE, PagePool, bucket, pages_for
+from logos_jax.engine.programs import Programs
+from logos_jax.engine.state import EngineState, init_state
+from logos_jax.model import unstack_layers
+from logos_jax.sample.constraints import Constraint
+from logos_jax.sample.processors import SamplingConfig
+from logos_jax.sharding import DEFAULT_RULES, Rules, batch_shards
+
+MIN_CHUNK = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """``num_samples`` samples of ``prompt`` (token ids). ``seed`` and the sample index fix each
+    sample's randomness; ``constraint_state`` is the constraint's start state for this prompt."""
+
+    prompt: Sequence[int]
+    num_samples: int
+    seed: int
+    constraint_state: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One sampled continuation.
+
+    ``tokens`` ``[n]`` are the generated ids (the stop token included when ``stopped``), ``logprobs``
+    ``[n]`` their log-probabilities under the raw model; ``prompt_logprob`` is the summed log-prob of
+    the prompt tokens after the first (only with ``full_perplexity``), over ``prompt_tokens - 1``
+    predictions.
+    """
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    stopped: bool
+    prompt_tokens: int
+    prompt_logprob: float | None = None
+    score: float | None = None  # beam search: the beam's score (sum of processed log-probs)
+
+    @property
+    def sum_logprob(self) -> float:
+        return float(np.sum(self.logprobs, dtype=np.float64))
+
+    @property
+    def perplexity(self) -> float:
+        """exp(-mean log-prob) of the completion tokens, stop token included (inf when empty)."""
+        n = len(self.tokens)
+        return math.exp(-self.sum_logprob / n) if n else math.inf
+
+    @property
+    def full_perplexity(self) -> float | None:
+        """The released scripts' figure: perplexity of prompt + completion (tokens after the first)."""
+        if self.prompt_logprob is None:
+            return None
+        n = self.prompt_tokens - 1 + len(self.tokens)
+        total = self.prompt_logprob + self.sum_logprob
+        return math.exp(-total / n) if n else math.inf
+
+
+@dataclasses.dataclass
+class _Prompt:
+    """A prefilled request: its pages, last logits, and which samples are still out."""
+
+    index: int
+    request: Request
+    pages: list[int]
+    logits: jax.Array
+    prompt_logprob: float | None
+    next_sample: int = 0
+    running: int = 0
+    done: dict[int, Completion] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Row:
+    """What the driver knows of an occupied slot."""
+
+    prompt: _Prompt
+    sample: int
+    pages: list[int]  # the row's page table (prompt pages first, then its own)
+    own: list[int]  # the pages only this row uses (freed when it finishes)
+    seq_len: int
+
+
+class Engine:
+    """Continuous-batching decode engine (see the module docstring).
+
+    ``num_slots``: rows decoded together. ``page_size``: tokens per KV page. ``num_pages``: the
+    pool's size (default: enough for every slot's longest possible sequence plus the prompts in
+    flight, so no row ever waits for memory). ``steps_per_call``: decode steps per device call.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        params: Any,
+        *,
+        stop_ids: Sequence[int],
+        pad_id: int,
+        sampling: SamplingConfig | None = None,
+        num_slots: int = 64,
+        page_size: int = 16,
+        max_prompt_len: int = 1024,
+        num_pages: int | None = None,
+        steps_per_call: int = 16,
+        prefill_chunk: int = 256,
+        constraint: Constraint | None = None,
+        full_perplexity: bool = False,
+        vocab_limit: int | None = None,
+        mesh: Mesh | None = None,
+        rules: Rules = DEFAULT_RULES,
+    ):
+        self.config = config
+        self.sampling = sampling or SamplingConfig()
+        if "layers" in params:  # per-layer weights: no per-step slicing of stacked arrays
+            params = jax.jit(unstack_layers, static_argnums=1)(params, config.num_layers)
+        self.params = params
+        shards = 1 if mesh is None else batch_shards(mesh, rules)
+        self.num_slots = -(-num_slots // shards) * shards
+        self.page_size = page_size
+        self.steps_per_call = steps_per_call
+        self.prefill_chunk = max(MIN_CHUNK, bucket(prefill_chunk, prefill_chunk))
+        self.constraint = constraint
+        self.full_perplexity = full_perplexity
+        max_new = self.sampling.max_new_tokens
+        # A row may run one call past its last token before the driver sees it stop.
+        self.max_pages = pages_for(max_prompt_len + max_new + steps_per_call, page_size)
+        if num_pages is None:
+            per_row = pages_for(max_new + steps_per_call, page_size) + 1
+            num_pages = 1 + self.num_slots * (per_row + pages_for(max_prompt_len, page_size))
+        self.pool = PagePool(num_pages)
+        limit = vocab_limit if vocab_limit and vocab_limit < config.vocab_size else None
+        self.programs = Programs(
+            config,
+            self.sampling,
+            tuple(sorted({int(i) for i in stop_ids})),
+            int(pad_id),
+            limit,
+            full_perplexity,
+            mesh,
+            rules,
+        )
+        self.max_prompt_len = max_prompt_len
+        self._num_pages = num_pages
+        self.state: EngineState | None = None  # made by the first run (constraint state shapes)
+        p = self.programs
+        self._prefill_program = jax.jit(p.prefill, donate_argnums=(1, 2))
+        self._admit_program = jax.jit(p.admit, donate_argnums=0)
+        self._decode_program = jax.jit(p.decode, donate_argnums=1, static_argnames="steps")
+        self.compiled_shapes: set[tuple] = set()
+        self._programs: dict[tuple, Any] = {}
+
+    def program(self, key: tuple, make: Any) -> Any:
+        """The jitted program ``key``, made by ``make()`` the first time."""
+        if key not in self._programs:
+            self._programs[key] = make()
+        self.compiled_shapes.add(key)
+        return self._programs[key]
+
+    @property
+    def compilations(self) -> int:
+        """Distinct program shapes this engine has run (each compiled once)."""
+        return len(self.compiled_shapes)
+
+    # ----- prefill -----
+    def _prefill_prompt(self, index: int, request: Request) -> _Prompt | None:
+        """Prefill a prompt into new pages; None when the pool cannot hold it now."""
+        prompt = list(request.prompt)
+        n = len(prompt)
+        pages = self.pool.take(pages_for(n, self.page_size))
+        if pages is None:
+            return None
+        page_size = self.page_size
+        chunk = max(MIN_CHUNK, bucket(n, self.prefill_chunk))
+        table = np.asarray(pages, np.int32)
+        logits, total = None, 0.0
+        for start in range(0, n, chunk):
+            real = min(chunk, n - start)
+            positions = np.arange(start, start + chunk, dtype=np.int32)
+            tokens = np.full((chunk,), self.programs.pad_id, np.int32)
+            tokens[:real] = prompt[start : start + real]
+            write = np.full((chunk,), SCRATCH_PAGE, np.int32)
+            write[:real] = table[positions[:real] // page_size]
+            targets = np.full((chunk,), -1, np.int32)
+            nxt = prompt[start + 1 : start + real + 1]
+            targets[: len(nxt)] = nxt
+            n_read = bucket(pages_for(start + real, page_size), self.max_pages)
+            read = np.zeros((n_read,), np.int32)
+            read[: min(n_read, len(table))] = table[:n_read]
+            self.compiled_shapes.add(("prefill", chunk, n_read))
+            k, v, logits, lp = self._prefill_program(
+                self.params,
+                self.state.k,
+                self.state.v,
+                jnp.asarray(tokens[None]),
+                jnp.asarray(positions[None]),
+                jnp.asarray(write[None]),
+                jnp.asarray(read[None]),
+                jnp.int32(real - 1),
+                jnp.asarray(targets[None]),
+            )
+            self.state = self.state.replace(k=k, v=v)
+            total += float(lp) if self.full_perplexity else 0.0
+        prompt_lp = total if self.full_perplexity else None
+        return _Prompt(index, request, pages, logits, prompt_lp)
+
+    # ----- admission -----
+    def _admit(self, prompt: _Prompt, slots: list[int], rows: list[_Row | None]) -> bool:
+        """Start as many of ``prompt``'s remaining samples as ``slots`` and the pool allow."""
+        n = len(prompt.request.prompt)
+        partial = n % self.page_size != 0
+        shared = prompt.pages[:-1] if partial else prompt.pages
+        count = min(len(slots), prompt.request.num_samples - prompt.next_sample)
+        mask = np.zeros((self.num_slots,), bool)
+        src = np.full((self.num_slots,), SCRATCH_PAGE, np.int32)
+        dst = np.full((self.num_slots,), SCRATCH_PAGE, np.int32)
+        sample_ids = np.zeros((self.num_slots,), np.uint32)
+        admitted = 0
+        for slot in slots[:count]:
+            own = self.pool.take(1) if partial else []
+            if own is None:
+                break
+            if partial:
+                src[slot], dst[slot] = prompt.pages[-1], own[0]
+            mask[slot] = True
+            sample_ids[slot] = prompt.next_sample
+            rows[slot] = _Row(prompt, prompt.next_sample, shared + own, list(own), n)
+            prompt.next_sample += 1
+            prompt.running += 1
+            admitted += 1
+        if not admitted:
+            return False
+        seed = jax.random.key(np.uint32(prompt.request.seed))
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(seed, jnp.asarray(sample_ids))
+        seen = None
+        if self.state.slots.seen is not None:
+            seen = np.zeros((self.config.vocab_size,), bool)
+            seen[np.asarray(prompt.request.prompt, np.int64)] = True
+        cstate = prompt.request.constraint_state
+        self.compiled_shapes.add(("admit",))
+        self.state = self._admit_program(
+            self.state,
+            jnp.asarray(mask),
+            prompt.logits,
+            None if seen is None else jnp.asarray(seen),
+            jnp.int32(n),
+            keys,
+            None if self.constraint is None else jax.tree.map(jnp.asarray, cstate),
+            jnp.asarray(src),
+            jnp.asarray(dst),
+        )
+        return True
+
+    # ----- the loop -----
+    def _check(self, requests: list[Request]) -> None:
+        for request in requests:
+            if not 0 < len(request.prompt) <= self.max_prompt_len:
+                raise ValueError(
+                    f"prompts must have 1 to {self.max_prompt_len} tokens, got {len(request.prompt)}"
+                )
+            if (self.constraint is None) != (request.constraint_state is None):
+                raise ValueError("give a constraint start state with every request, and only then")
+        if self.state is None:
+            self.state = init_state(
+                self.config,
+                num_slots=self.num_slots,
+                num_pages=self._num_pages,
+                page_size=self.page_size,
+                max_new_tokens=self.sampling.max_new_tokens,
+                track_seen=self.sampling.repetition_penalty != 1.0,
+                constraint_state=requests[0].constraint_state if requests else None,
+            )
+
+    def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, list[Completion]]]:
+        """Yield ``(request index, completions in sample order)`` as each request finishes."""
+        requests = list(requests)
+        self._check(requests)
+        waiting = collections.deque(enumerate(requests))
+        open_prompts: collections.deque[_Prompt] = collections.deque()
+        rows: list[_Row | None] = [None] * self.num_slots
+        max_new = self.sampling.max_new_tokens
+        while waiting or open_prompts or any(r is not None for r in rows):
+            free = [i for i, r in enumerate(rows) if r is None]
+            while free and (open_prompts or waiting):
+                if not open_prompts:
+                    index, request = waiting[0]
+                    if request.num_samples < 1:
+                        waiting.popleft()
+                        yield index, []
+                        continue
+                    prompt = self._prefill_prompt(index, request)
+                    if prompt is None:
+                        break  # the pool is full: wait for rows to finish
+                    waiting.popleft()
+                    open_prompts.append(prompt)
+                prompt = open_prompts[0]
+                if not self._admit(prompt, free, rows):
+                    break
+                if prompt.next_sample == prompt.request.num_samples:
+                    open_prompts.popleft()
+                free = [i for i, r in enumerate(rows) if r is None]
+            if all(r is None for r in rows):
+                if waiting or open_prompts:
+                    raise RuntimeError("the KV page pool is too small for one prompt and sample")
+                break
+            self._grow_pages(rows)
+            table = self._page_table(rows)
+            pending = bool(waiting or open_prompts)
+            refill_at = max(1, self.num_slots // 8) if pending else self.num_slots + 1
+            self.compiled_shapes.add(("decode", table.shape[1]))
+            self.state = self._decode_program(
+                self.params,
+                self.state,
+                jnp.asarray(table),
+                jnp.int32(refill_at),
+                self.constraint,
+                steps=self.steps_per_call,
+            )
+            yield from self._collect(rows, max_new)
+
+    def _grow_pages(self, rows: list[_Row | None]) -> None:
+        """Give every active row the pages its next ``steps_per_call`` tokens may need."""
+        for row in rows:
+            if row is None:
+                continue
+            need = pages_for(row.seq_len + self.steps_per_call, self.page_size) - len(row.pages)
+            if need > 0:
+                pages = self.pool.take(need)
+                if pages is None:
+                    raise RuntimeError(
+                        f"the KV page pool ({self.pool.num_pages} pages) ran out; "
+                        "give the engine more pages or fewer slots"
+                    )
+                row.pages.extend(pages)
+                row.own.extend(pages)
+
+    def _page_table(self, rows: list[_Row | None]) -> np.ndarray:
+        """``[slots, n]`` page tables, ``n`` the bucketed page count of the longest row."""
+        longest = max(len(r.pages) for r in rows if r is not None)
+        n = bucket(longest, self.max_pages)
+        table = np.full((self.num_slots, n), SCRATCH_PAGE, np.int32)
+        for slot, row in enumerate(rows):
+            if row is not None:
+                table[slot, : len(row.pages)] = row.pages[:n]
+        return table
+
+    def _collect(
+        self, rows: list[_Row | None], max_new: int
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        """Read back the rows that finished, free their pages and slots, yield finished requests."""
+        s = self.state.slots
+        finished, stopped, seq_len = jax.device_get((s.finished, s.stopped, s.seq_len))
+        ended = [i for i, r in enumerate(rows) if r is not None and finished[i]]
+        for i, row in enumerate(rows):
+            if row is not None:
+                row.seq_len = int(seq_len[i])
+        if not ended:
+            return
+        tokens, logprobs, steps = jax.device_get((s.out_tokens, s.out_logprobs, s.step))
+        for i in ended:
+            row = rows[i]
+            rows[i] = None
+            n = int(min(steps[i], max_new))
+            prompt = row.prompt
+            prompt.done[row.sample] = Completion(
+                tokens=tokens[i, :n].copy(),
+                logprobs=logprobs[i, :n].copy(),
+                stopped=bool(stopped[i]),
+                prompt_tokens=len(prompt.request.prompt),
+                prompt_logprob=prompt.prompt_logprob,
+            )
+            self.pool.give_back(row.own)
+            prompt.running -= 1
+            if len(prompt.done) == prompt.request.num_samples:
+                self.pool.give_back(prompt.pages)
+                yield prompt.index, [prompt.done[j] for j in range(len(prompt.done))]
