@@ -56,15 +56,26 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
+        from logos_jax.validate import check_fields
+
+        check_fields(self, "invalid model config")
         problems = []
-        if self.num_heads % self.num_kv_heads:
+        if self.num_kv_heads <= 0 or self.num_heads % self.num_kv_heads:
             problems.append(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
             )
         for name in ("param_dtype", "compute_dtype"):
             if getattr(self, name) not in DTYPES:
                 problems.append(f"{name}={getattr(self, name)!r} is not one of {DTYPES}")
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "head_dim"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "intermediate_size",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if problems:
@@ -142,6 +153,8 @@ class ModelConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any], *, source: str = "config.json") -> ModelConfig:
         """Build from an HF ``config.json`` dict (transformers 4 or 5 layout)."""
+        if not isinstance(hf, dict):
+            raise LogosError(f"{source}: expected a JSON object")
         archs = hf.get("architectures") or [hf.get("model_type", "?")]
         arch = archs[0]
         if arch not in SUPPORTED_ARCHITECTURES:
@@ -183,6 +196,10 @@ class ModelConfig:
         dtype = hf.get("dtype") or hf.get("torch_dtype") or "float32"
         if dtype not in DTYPES:
             raise LogosError(f"{source}: dtype {dtype!r} is not supported; supported: {DTYPES}")
+        required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+        missing = [k for k in (*required, "intermediate_size") if k not in hf]
+        if missing:
+            raise LogosError(f"{source}: missing key(s) {missing}")
         heads = hf["num_attention_heads"]
         # transformers' LlamaConfig and Qwen3Config both default to untied.
         tie = hf.get("tie_word_embeddings", False)
@@ -306,8 +323,14 @@ def load_model_config(name_or_path: str | Path) -> ModelConfig:
 
 
 def parse_override_value(text: str) -> Any:
-    """``key=value`` values are YAML scalars: ``4`` -> int, ``true`` -> bool, ``1e-4`` -> float."""
-    value = yaml.safe_load(text)
+    """``key=value`` values are YAML scalars: ``4`` -> int, ``true`` -> bool, ``1e-4`` -> float.
+
+    Text that is not YAML (``[``, control characters) stays a string; the typed config check then
+    names the key it does not fit."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
     if isinstance(value, str):
         try:
             return float(value) if any(c in value for c in ".eE") else value

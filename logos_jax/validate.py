@@ -104,6 +104,8 @@ def _coerce(value: Any, annotation: Any) -> Any:
         items = [_coerce(v, args[0]) for v in value] if args else list(value)
         return tuple(items) if (origin or annotation) is tuple else items
     if isinstance(annotation, type):
+        if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+            return value  # a nested section given as a mapping; its own class checks the fields
         if isinstance(value, annotation):
             return value
         raise _Invalid(f"expected a {annotation.__name__}")
@@ -124,6 +126,14 @@ def check_fields(obj: Any, where: str, prefix: str = "") -> None:
             raise LogosError(f"{where}: {prefix}{field.name}={_describe(value)}: {err}") from None
         if coerced is not value:
             object.__setattr__(obj, field.name, coerced)
+
+
+def check_value(key: str, value: Any, annotation: Any, where: str) -> Any:
+    """``value`` checked (and normalised) against ``annotation``; LogosError naming ``key`` if not."""
+    try:
+        return _coerce(value, annotation)
+    except _Invalid as err:
+        raise LogosError(f"{where}: {key}={_describe(value)}: {err}") from None
 
 
 def check_ranges(where: str, checks: list[tuple[bool, str]]) -> None:

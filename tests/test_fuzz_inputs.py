@@ -295,3 +295,129 @@ def test_eval_summary_replaces_its_own_summary(tmp_path, capsys):
     other.write_text(results.read_text())
     assert cli(["eval", "--task", "free", results, "--summary", other, "--force"], capsys)[0] == 0
     assert json.loads(other.read_text()) == first
+
+
+# ------------------------------------------------------------------------------ config values
+
+BAD_TRAIN_OVERRIDES = [
+    ("steps=2.5", "steps=2.5"),
+    ("steps=abc", "steps='abc'"),
+    ("steps=0", "steps"),
+    ("mesh.fsdp=abc", "mesh.fsdp='abc'"),
+    ("mesh.fsdp=0", "mesh.fsdp=0"),
+    ("optimizer.lr=abc", "optimizer.lr='abc'"),
+    ("optimizer.lr=-1", "optimizer.lr=-1.0"),
+    ("optimizer.lr=.nan", "optimizer.lr=nan"),
+    ("optimizer.b2=1.5", "optimizer.b2"),
+    ("optimizer.state_dtype=int8", "optimizer.state_dtype"),
+    ("scan_layers=maybe", "scan_layers='maybe'"),
+    ("scan_layers=1", "scan_layers=1"),
+    ("tensorboard='false'", "tensorboard='false'"),
+    ("keep_checkpoints=0", "keep_checkpoints=0"),
+    ("eval_batches=0", "eval_batches"),
+    ("data_weights=5", "data_weights=5"),
+    ("data_weights={protein: -1}", "data_weights"),
+    ("model.num_layers=abc", "model.num_layers='abc'"),
+    ("model.num_layers=2.5", "model.num_layers=2.5"),
+    ("model.tie_embeddings=maybe", "model.tie_embeddings"),
+    ("model.bogus=1", "model.bogus"),
+    ("distributed.timeout_s=0", "distributed.timeout_s"),
+    ("steps", "key=value"),
+]
+
+
+@pytest.mark.parametrize("override,named", BAD_TRAIN_OVERRIDES)
+def test_train_rejects_bad_values_naming_the_key(tmp_path, capsys, override, named):
+    argv = ["train", "--config", "tiny", f"run_dir={tmp_path / 'run'}", override, "--print-config"]
+    rc, err = cli(argv, capsys)
+    one_line_error(rc, err, named)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_accepts_integral_and_null_values(tmp_path):
+    from logos_jax.train.config import load_train_config
+
+    config = load_train_config(
+        "tiny", [f"run_dir={tmp_path}", "steps=1e3", "peak_flops=null", "model.num_layers=2"]
+    )
+    assert config.steps == 1000 and isinstance(config.steps, int) and config.peak_flops is None
+    assert config.model_overrides == {"num_layers": 2}
+
+
+@FUZZ
+@given(
+    key=st.sampled_from(
+        ["steps", "seed", "batch_size", "scan_layers", "optimizer.lr", "mesh.data", "z_loss"]
+    ),
+    value=st.one_of(
+        st.text(max_size=8), st.floats(allow_nan=True), st.integers(-5, 5), st.booleans()
+    ),
+)
+def test_train_config_fuzz(tmp_path, key, value):
+    """Any value either builds a config holding a value of the field's type, or a one-line error."""
+    from logos_jax.train.config import load_train_config
+
+    text = json.dumps(value) if not isinstance(value, str) else value
+    if "\n" in text or "=" in text:
+        return
+    try:
+        config = load_train_config("tiny", [f"run_dir={tmp_path}", f"{key}={text}"])
+    except LogosError as err:
+        assert "\n" not in str(err) and key in str(err)
+        return
+    section, _, name = key.rpartition(".")
+    got = getattr(getattr(config, section) if section else config, name)
+    expected = {"scan_layers": bool, "optimizer.lr": float, "z_loss": float}.get(key, int)
+    assert type(got) is expected
+
+
+def test_model_config_fields_are_typed(tmp_path):
+    import yaml
+
+    base = yaml.safe_load(Path("configs/model/tiny.yaml").read_text())
+    for bad, named in (
+        ({"num_layers": "abc"}, "num_layers"),
+        ({"tie_embeddings": "false"}, "tie_embeddings"),
+        ({"num_kv_heads": 0}, "num_kv_heads"),
+        ({"rope_theta": None}, "rope_theta"),
+    ):
+        with pytest.raises(LogosError, match=named):
+            ModelConfig.from_dict({**base, **bad})
+    with pytest.raises(LogosError, match="missing key"):
+        ModelConfig.from_hf({"architectures": ["LlamaForCausalLM"]})
+
+
+# ------------------------------------------------------------------------------ crashes in RDKit
+
+
+HUGE_SMILES = "C" * 20000  # RDKit's SMILES writer segfaults on this (stack overflow)
+
+
+def test_huge_smiles_never_reaches_rdkit(tmp_path):
+    """In a child process: without the guard, the process dies with SIGSEGV."""
+    seqs = tmp_path / "seqs.txt"
+    seqs.write_text(f"<MoleculeS>{HUGE_SMILES}<MoleculeE>\n<MoleculeS>CCO<MoleculeE>\n")
+    smiles = tmp_path / "smiles.txt"
+    smiles.write_text(f"{HUGE_SMILES}\nCCO\n")
+    code = f"""
+import random, sys
+from logos_jax.grammar import chem
+assert chem.canonical_smiles({HUGE_SMILES!r}) is None
+assert not chem.is_valid_smiles({HUGE_SMILES!r})
+assert "over the limit" in chem.smiles_checker("sanitize")("<MoleculeS>{HUGE_SMILES}<MoleculeE>")
+for f in (lambda: chem.randomized_smiles({HUGE_SMILES!r}, random.Random(0)),
+          lambda: chem.strip_atom_maps({HUGE_SMILES!r} + ">>CC")):
+    try:
+        f()
+        raise SystemExit("accepted")
+    except ValueError:
+        pass
+from logos_jax.cli import main
+assert main(["grammar", "parse", "--input", {str(seqs)!r}]) == 0
+assert main(["grammar", "encode", "--layout", "molecule", "--input", {str(smiles)!r}]) == 0
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "invalid_smiles" in lines[0] and lines[-1] == "<MoleculeS>CCO<MoleculeE>"
+    assert "over the limit" in done.stderr and "Traceback" not in done.stderr

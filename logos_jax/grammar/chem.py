@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from logos_jax.errors import missing_extra
+from logos_jax.validate import MAX_SMILES_LENGTH
 
 AMINO_ACID_SMILES: dict[str, str] = {
     "A": "C[C@H](N)C(=O)O",
@@ -64,10 +65,21 @@ def has_rdkit() -> bool:
     return True
 
 
+def too_long(smiles: str) -> bool:
+    """Whether ``smiles`` is over ``MAX_SMILES_LENGTH`` characters: such strings never reach RDKit,
+    whose SMILES writer overflows the stack (a segfault, not an exception) near 20,000 atoms."""
+    return len(smiles) > MAX_SMILES_LENGTH
+
+
+def _mol(chem: Any, smiles: str, **kwargs: Any) -> Any:
+    """``MolFromSmiles``, or None for an empty or over-long string."""
+    return chem.MolFromSmiles(smiles, **kwargs) if smiles and not too_long(smiles) else None
+
+
 def canonical_smiles(smiles: str, keep_stereo: bool = True) -> str | None:
-    """RDKit canonical SMILES, or None when RDKit cannot parse ``smiles``."""
+    """RDKit canonical SMILES, or None when RDKit cannot parse ``smiles`` (or it is over-long)."""
     chem = rdkit_chem()
-    mol = chem.MolFromSmiles(smiles) if smiles else None
+    mol = _mol(chem, smiles)
     if mol is None:
         return None
     return chem.MolToSmiles(mol, isomericSmiles=keep_stereo)
@@ -76,7 +88,7 @@ def canonical_smiles(smiles: str, keep_stereo: bool = True) -> str | None:
 def is_valid_smiles(smiles: str) -> bool:
     """True when RDKit parses and sanitises ``smiles`` into a molecule with at least one atom."""
     chem = rdkit_chem()
-    mol = chem.MolFromSmiles(smiles) if smiles else None
+    mol = _mol(chem, smiles)
     return mol is not None and mol.GetNumAtoms() > 0
 
 
@@ -88,6 +100,8 @@ def randomized_smiles(smiles: str, rng: random.Random) -> str:
     Raises ValueError when RDKit cannot parse ``smiles``.
     """
     chem = rdkit_chem()
+    if too_long(smiles):
+        raise ValueError(f"SMILES of {len(smiles)} characters is over {MAX_SMILES_LENGTH}")
     mol = chem.MolFromSmiles(smiles)
     if mol is None:
         raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
@@ -119,6 +133,8 @@ def strip_atom_maps(rxn_smiles: str) -> tuple[list[str], list[str], list[str]]:
             continue
         cleaned = []
         for m in molecules:
+            if too_long(m):
+                raise ValueError(f"SMILES of {len(m)} characters is over {MAX_SMILES_LENGTH}")
             mol = chem.MolFromSmiles(m)
             if mol is None:
                 raise ValueError(f"RDKit cannot parse {m!r}")
@@ -147,12 +163,16 @@ def smiles_checker(mode: str = "sanitize") -> Callable[[str], str | None]:
 
     def valid(smiles: str) -> bool:
         if smiles not in seen:
-            mol = chem.MolFromSmiles(smiles, sanitize=mode == "sanitize")
+            mol = _mol(chem, smiles, sanitize=mode == "sanitize")
             seen[smiles] = mol is not None and mol.GetNumAtoms() > 0
         return seen[smiles]
 
     def problem(text: str) -> str | None:
         bad = [s for s in molecule_blocks(text) if not valid(s)]
+        if bad and too_long(bad[0]):
+            return (
+                f"invalid SMILES: {len(bad[0])} characters, over the limit of {MAX_SMILES_LENGTH}"
+            )
         return f"invalid SMILES (RDKit cannot {mode} it): {bad[0]}" if bad else None
 
     return problem

@@ -23,6 +23,7 @@ from typing import Any
 from logos_jax.errors import LogosError, missing_extra
 from logos_jax.grammar.layouts import Complex, PocketProtein
 from logos_jax.grammar.validate import GrammarError
+from logos_jax.validate import MAX_LIGAND_ATOMS, MAX_STRUCTURE_BYTES
 
 VDW_TOLERANCE = 0.5
 
@@ -74,6 +75,11 @@ def _read(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise LogosError(f"structure file not found: {path}")
+    if path.stat().st_size > MAX_STRUCTURE_BYTES:
+        raise LogosError(
+            f"structure {path} is {path.stat().st_size} bytes, over the limit of "
+            f"{MAX_STRUCTURE_BYTES} (logos_jax.validate.MAX_STRUCTURE_BYTES)"
+        )
     try:
         atoms = strucio.load_structure(str(path), model=1, altloc="first")
     except Exception as err:
@@ -211,6 +217,11 @@ def ligand_smiles(path: str | Path, resname: str) -> str:
     from biotite.interface import rdkit as biotite_rdkit
 
     ligand = _ligand_atoms(_read(path), resname)
+    if ligand.array_length() > MAX_LIGAND_ATOMS:
+        raise GrammarError(
+            f"ligand {resname} has {ligand.array_length()} atoms, over the limit of "
+            f"{MAX_LIGAND_ATOMS}; pass its SMILES explicitly"
+        )
     try:
         component = info.residue(resname)
     except KeyError:
@@ -247,6 +258,8 @@ def ligand_smiles(path: str | Path, resname: str) -> str:
 
 
 def _pick_chain(contacts: list[Contact], sequences: dict[str, str], chain: str | None) -> str:
+    if not sequences:
+        raise LogosError("the structure has no protein chain")
     if chain is not None:
         if chain not in sequences:
             raise LogosError(f"no protein chain {chain!r}; chains: {', '.join(sequences)}")

@@ -9,12 +9,14 @@ YAML spelling: a ``model_overrides:`` mapping). ``configs/train/*.yaml`` show ev
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from logos_jax.config import (
+    DTYPES,
     ModelConfig,
     find_preset,
     load_model_config,
@@ -23,10 +25,12 @@ from logos_jax.config import (
 )
 from logos_jax.errors import LogosError
 from logos_jax.model import REMAT_POLICIES
+from logos_jax.validate import check_fields, check_ranges, check_value
 
 SCHEDULES = ("cosine", "wsd", "constant")
 NAN_POLICIES = ("stop", "skip")
 MODES = ("pretrain", "sft")
+WHERE = "invalid train config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,18 @@ class MeshSection:
     fsdp: int = -1
     tensor: int = 1
     num_devices: int = 0  # use only the first N devices (0: all)
+
+    def __post_init__(self) -> None:
+        check_fields(self, WHERE, "mesh.")
+        axes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        check_ranges(
+            WHERE,
+            [
+                *[(v == -1 or v >= 1, f"mesh.{k}={v} must be >= 1 or -1") for k, v in axes.items()],
+                (list(axes.values()).count(-1) <= 1, "at most one mesh axis may be -1"),
+                (self.num_devices >= 0, f"mesh.num_devices={self.num_devices} must be >= 0"),
+            ],
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +75,35 @@ class OptimizerConfig:
         0  # length of the lr schedule (0: the run's ``steps``); lets a run stop early
     )
 
+    def __post_init__(self) -> None:
+        check_fields(self, WHERE, "optimizer.")
+        unit = {"min_lr_ratio": self.min_lr_ratio, "decay_fraction": self.decay_fraction}
+        check_ranges(
+            WHERE,
+            [
+                (self.lr > 0, f"optimizer.lr={self.lr} must be > 0"),
+                *[(0 <= v <= 1, f"optimizer.{k}={v} must be in [0, 1]") for k, v in unit.items()],
+                *[
+                    (0 <= v < 1, f"optimizer.{k}={v} must be in [0, 1)")
+                    for k, v in {"b1": self.b1, "b2": self.b2}.items()
+                ],
+                (self.eps > 0, f"optimizer.eps={self.eps} must be > 0"),
+                *[
+                    (v >= 0, f"optimizer.{k}={v} must be >= 0")
+                    for k, v in {
+                        "warmup_steps": self.warmup_steps,
+                        "weight_decay": self.weight_decay,
+                        "clip_norm": self.clip_norm,
+                        "schedule_steps": self.schedule_steps,
+                    }.items()
+                ],
+                (
+                    self.state_dtype in DTYPES,
+                    f"optimizer.state_dtype={self.state_dtype!r} is not one of {DTYPES}",
+                ),
+            ],
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
@@ -69,6 +114,23 @@ class DistributedConfig:
     num_processes: int | None = None  # or env LOGOS_NUM_PROCESSES
     process_id: int | None = None  # or env LOGOS_PROCESS_ID
     timeout_s: int = 300
+
+    def __post_init__(self) -> None:
+        check_fields(self, WHERE, "distributed.")
+        check_ranges(
+            WHERE,
+            [
+                (self.timeout_s > 0, f"distributed.timeout_s={self.timeout_s} must be > 0"),
+                (
+                    self.num_processes is None or self.num_processes >= 1,
+                    f"distributed.num_processes={self.num_processes} must be >= 1",
+                ),
+                (
+                    self.process_id is None or self.process_id >= 0,
+                    f"distributed.process_id={self.process_id} must be >= 0",
+                ),
+            ],
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +175,31 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self, WHERE)
+        nonnegative = {
+            "seed": self.seed,
+            "data_workers": self.data_workers,
+            "eval_every": self.eval_every,
+            "loss_chunk": self.loss_chunk,
+            "z_loss": self.z_loss,
+        }
+        weights = self.data_weights or {}
         checks = [
+            *[(v >= 0, f"{k}={v} must be >= 0") for k, v in nonnegative.items()],
+            (
+                self.keep_checkpoints >= 1,
+                f"keep_checkpoints={self.keep_checkpoints} must be >= 1 (0 would keep no checkpoint)",
+            ),
+            (self.eval_batches >= 1, f"eval_batches={self.eval_batches} must be >= 1"),
+            (
+                self.peak_flops is None or self.peak_flops > 0,
+                f"peak_flops={self.peak_flops} must be > 0",
+            ),
+            (
+                all(w >= 0 for w in weights.values())
+                and (not weights or sum(weights.values()) > 0),
+                f"data_weights={weights} must be >= 0 with a positive sum",
+            ),
             (self.mode in MODES, f"mode={self.mode!r} is not one of {MODES}"),
             (
                 self.remat in REMAT_POLICIES,
@@ -144,9 +230,7 @@ class TrainConfig:
                 f"seq_len={self.seq_len} must be a multiple of loss_chunk={self.loss_chunk}",
             ),
         ]
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise LogosError("invalid train config: " + "; ".join(problems))
+        check_ranges(WHERE, checks)
 
     def model_config(self) -> ModelConfig:
         """The model preset/file with ``model_overrides`` applied (vocab resize happens later)."""
@@ -200,7 +284,20 @@ def from_dict(raw: dict[str, Any]) -> TrainConfig:
         raise LogosError(
             "train config: run_dir is required (set it in the YAML or as run_dir=PATH)"
         )
-    values["model_overrides"] = dict(values.get("model_overrides") or {})
+    overrides = values.get("model_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise LogosError(f"train config: model_overrides must be a mapping, got {overrides!r}")
+    model_fields = _field_names(ModelConfig)
+    unknown = sorted(set(overrides) - set(model_fields))
+    if unknown:
+        raise LogosError(
+            f"unknown model field(s) {['model.' + k for k in unknown]}; valid: "
+            f"{', '.join('model.' + f for f in model_fields)}"
+        )
+    hints = typing.get_type_hints(ModelConfig)
+    values["model_overrides"] = {
+        k: check_value(f"model.{k}", v, hints[k], WHERE) for k, v in overrides.items()
+    }
     try:
         return TrainConfig(**values)
     except TypeError as err:
