@@ -421,3 +421,89 @@ assert main(["grammar", "encode", "--layout", "molecule", "--input", {str(smiles
     lines = done.stdout.splitlines()
     assert "invalid_smiles" in lines[0] and lines[-1] == "<MoleculeS>CCO<MoleculeE>"
     assert "over the limit" in done.stderr and "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------------------ safetensors headers
+
+
+def _safetensors(path: Path, header: dict, data: bytes) -> Path:
+    import struct
+
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    return path
+
+
+BAD_OFFSETS = [
+    ({"a": [0, 16], "b": [8, 24]}, "overlap"),
+    ({"a": [-8, 8], "b": [16, 32]}, "data_offsets"),
+    ({"a": [16, 0], "b": [16, 32]}, "data_offsets"),
+    ({"a": [0, 16], "b": [0, 16]}, "overlap"),
+    ({"a": [0, 16], "b": [24, 40]}, "truncated"),
+    ({"a": [0.0, 16], "b": [16, 32]}, "data_offsets"),
+    ({"a": [0, 16, 3], "b": [16, 32]}, "data_offsets"),
+    ({"a": "0-16", "b": [16, 32]}, "data_offsets"),
+]
+
+
+@pytest.mark.parametrize("offsets,named", BAD_OFFSETS)
+def test_safetensors_offsets_are_validated(tmp_path, offsets, named):
+    from logos_jax.convert.safetensors_io import read_header
+
+    header = {k: {"dtype": "F32", "shape": [4], "data_offsets": v} for k, v in offsets.items()}
+    path = _safetensors(tmp_path / "model.safetensors", header, bytes(32))
+    with pytest.raises(LogosError, match=named):
+        read_header(path)
+
+
+def test_hf2jax_refuses_overlapping_tensors(tmp_path, capsys):
+    config = ModelConfig(
+        vocab_size=8,
+        hidden_size=4,
+        num_layers=1,
+        num_heads=1,
+        num_kv_heads=1,
+        head_dim=4,
+        intermediate_size=4,
+    )
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps(config.to_hf()))
+    names = ["model.embed_tokens.weight", "model.norm.weight"]
+    header = {
+        names[0]: {"dtype": "F32", "shape": [8, 4], "data_offsets": [0, 128]},
+        names[1]: {"dtype": "F32", "shape": [4], "data_offsets": [112, 128]},
+    }
+    _safetensors(hf / "model.safetensors", header, bytes(128))
+    rc, err = cli(["convert", "hf2jax", hf, tmp_path / "out"], capsys)
+    one_line_error(rc, err, "overlap")
+    assert not (tmp_path / "out").exists()
+
+
+@FUZZ
+@given(
+    entries=st.dictionaries(
+        st.text(min_size=1, max_size=4),
+        st.fixed_dictionaries(
+            {
+                "dtype": st.sampled_from(["F32", "F16", "BF16", "I8", 3]),
+                "shape": st.lists(st.integers(-2, 5), max_size=3),
+                "data_offsets": st.lists(st.integers(-10, 80), min_size=0, max_size=3),
+            }
+        ),
+        max_size=4,
+    )
+)
+def test_safetensors_header_fuzz(tmp_path, entries):
+    """A parsed header's tensors lie inside the file and never share a byte."""
+    from logos_jax.convert.safetensors_io import read_header
+
+    path = _safetensors(tmp_path / "f.safetensors", entries, bytes(64))
+    try:
+        tensors = read_header(path)
+    except LogosError:
+        return
+    spans = sorted((t.start, t.end) for t in tensors.values())
+    size = path.stat().st_size
+    assert all(0 <= s <= e <= size for s, e in spans)
+    assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:]))

@@ -68,17 +68,32 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
                 f"{path}: truncated or corrupt safetensors file (bad header: {err})"
             ) from None
     base = 8 + header_len
+    if not isinstance(header, dict):
+        raise LogosError(f"{path}: corrupt safetensors file (the header is not a JSON object)")
     tensors = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
+        if not isinstance(entry, dict):
+            raise LogosError(f"{path}: corrupt safetensors file: tensor {name!r} has no entry")
         dtype = entry.get("dtype")
         if dtype not in DTYPES:
             raise LogosError(
                 f"{path}: tensor {name!r} has dtype {dtype}; supported: {', '.join(DTYPES)}"
             )
-        start, end = entry["data_offsets"]
-        shape = tuple(entry["shape"])
+        offsets, shape = entry.get("data_offsets"), entry.get("shape")
+        if not (_ints(offsets) and len(offsets) == 2 and _ints(shape)):
+            raise LogosError(
+                f"{path}: corrupt safetensors file: tensor {name!r} has data_offsets {offsets!r} "
+                f"and shape {shape!r} (expected two integers and a list of integers)"
+            )
+        start, end = offsets
+        shape = tuple(shape)
+        if start < 0 or end < start or min(shape, default=0) < 0:
+            raise LogosError(
+                f"{path}: corrupt safetensors file: tensor {name!r} has data_offsets "
+                f"[{start}, {end}] and shape {list(shape)}"
+            )
         info = TensorInfo(path, name, dtype, shape, base + start, base + end)
         expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
         if info.nbytes != expected:
@@ -92,7 +107,25 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
                 f"but the file has {size} bytes"
             )
         tensors[name] = info
+    _check_no_overlap(path, tensors)
     return tensors
+
+
+def _ints(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _check_no_overlap(path: Path, tensors: dict[str, TensorInfo]) -> None:
+    """Every tensor's bytes are its own: sorted by offset, each starts at or after the previous end."""
+    ordered = sorted(tensors.values(), key=lambda t: (t.start, t.end))
+    for before, after in zip(ordered, ordered[1:]):
+        if after.start < before.end:
+            raise LogosError(
+                f"{path}: corrupt safetensors file: tensors {before.name!r} and {after.name!r} "
+                f"overlap (bytes {before.start}-{before.end} and {after.start}-{after.end})"
+            )
 
 
 def checkpoint_files(hf_dir: Path) -> list[Path]:
@@ -101,9 +134,13 @@ def checkpoint_files(hf_dir: Path) -> list[Path]:
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise LogosError(f"{index}: not a valid safetensors index ({err})") from None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(f, str) for f in weight_map.values()
+        ):
+            raise LogosError(f"{index}: weight_map must map tensor names to file names")
         files = sorted({hf_dir / f for f in weight_map.values()})
         missing = [f.name for f in files if not f.is_file()]
         if missing:
