@@ -3,6 +3,8 @@ HF export."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +15,10 @@ from logos_jax.config import ModelConfig
 from logos_jax.convert.hf2jax import hf_to_jax
 from logos_jax.convert.jax2hf import jax_to_hf
 from logos_jax.convert.name_map import hf_tensors, hf_view
-from logos_jax.model import Decoder, init_cache
+from logos_jax.model import Decoder
 from logos_jax.model.rope import cos_sin
+from logos_jax.sample.processors import SamplingConfig
+from logos_jax.sample.sampler import Sampler
 from logos_jax.train.step import LossConfig, loss_sums
 from tests.hf_models import make_hf_model, padded_batch, torch, transformers
 
@@ -36,24 +40,20 @@ def hf_logits(model, tokens, mask, positions):
     return out.logits.float().numpy()
 
 
-def our_greedy(config, params, tokens, mask, positions, steps):
-    """Prefill the left-padded batch into a KV cache, then one token per step."""
-    batch, width = tokens.shape
-    model = Decoder(config)
-    apply = jax.jit(model.apply)
-    cache = init_cache(config, batch, width + steps)
-    logits, cache = apply(
-        {"params": params}, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask), cache
+def our_greedy(config, params, tokens, mask, steps):
+    """The decode engine's greedy continuations of the left-padded batch's prompts."""
+    prompts = [row[m > 0].tolist() for row, m in zip(tokens, mask)]
+    greedy = SamplingConfig(temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    sampler = Sampler(
+        config,
+        params,
+        stop_ids=[],
+        pad_id=0,
+        sampling=dataclasses.replace(greedy, max_new_tokens=steps),
+        num_slots=4,
+        page_size=8,
     )
-    pos = jnp.asarray(positions[:, -1:])
-    out = []
-    nxt = jnp.argmax(logits[:, -1:], axis=-1).astype(jnp.int32)
-    for _ in range(steps):
-        out.append(np.asarray(nxt))
-        pos = pos + 1
-        logits, cache = apply({"params": params}, nxt, pos, jnp.ones_like(nxt), cache)
-        nxt = jnp.argmax(logits[:, -1:], axis=-1).astype(jnp.int32)
-    return np.concatenate(out, axis=1)
+    return np.stack([out[0].tokens for out in sampler.generate(prompts)])
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen3"])
@@ -119,7 +119,7 @@ def test_training_gradients_match_fp32(converted):
 def test_greedy_continuations_identical(converted):
     _, _, model, config, params = converted
     tokens, mask, positions = padded_batch(np.random.default_rng(1), [11, 6])
-    ours = our_greedy(config, params, tokens, mask, positions, steps=32)
+    ours = our_greedy(config, params, tokens, mask, steps=32)
     with torch.no_grad():
         ref = model.generate(
             input_ids=torch.as_tensor(tokens, dtype=torch.long),

@@ -1,6 +1,4 @@
-"""The sampler: cache decode vs full forward, padding, processors vs transformers, stops, beams, sharding."""
-
-import dataclasses
+"""The sampler: engine decode vs full forward, processors vs transformers, stops, beams, sharding."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +8,7 @@ import pytest
 from logos_jax.config import ModelConfig
 from logos_jax.model import Decoder, init_params
 from logos_jax.sample.processors import SamplingConfig, process_logits
-from logos_jax.sample.sampler import Sampler, bucket_length
+from logos_jax.sample.sampler import Sampler
 from logos_jax.sharding import MeshConfig, make_mesh
 
 CFG = ModelConfig(
@@ -65,19 +63,19 @@ def full_forward_greedy(params, prompt, steps):
     return tokens[len(prompt) :], sequence_logprobs(params, tokens)[len(prompt) - 1 :]
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_cached_greedy_batch_equals_full_forward_per_prompt(params, greedy, side):
-    sampler = greedy
-    if side == "right":
-        sampler = Sampler(
-            CFG,
-            params,
-            stop_ids=[],
-            pad_id=0,
-            sampling=GREEDY,
-            full_perplexity=True,
-            padding_side=side,
-        )
+@pytest.mark.parametrize("page_size", [4, 16])
+def test_engine_greedy_equals_full_forward_per_prompt(params, page_size):
+    """Pages of 4 split both prompts mid-page (shared full pages + a copied partial page)."""
+    sampler = Sampler(
+        CFG,
+        params,
+        stop_ids=[],
+        pad_id=0,
+        sampling=GREEDY,
+        full_perplexity=True,
+        page_size=page_size,
+        num_slots=3,
+    )
     out = sampler.generate(PROMPTS, num_samples=2)
     for prompt, samples in zip(PROMPTS, out):
         ref_tokens, ref_lp = full_forward_greedy(params, prompt, GREEDY.max_new_tokens)
@@ -90,36 +88,15 @@ def test_cached_greedy_batch_equals_full_forward_per_prompt(params, greedy, side
             assert c.perplexity == pytest.approx(np.exp(-np.mean(ref_lp)), rel=1e-4)
 
 
-def test_prefill_is_shared_by_samples_and_buckets_bound_compiles(params, monkeypatch):
-    prefill_batches = []
-    original = Sampler.prefill
-
-    def recording(self, params, tokens, segments, cache_len):
-        prefill_batches.append(tokens.shape)
-        return original(self, params, tokens, segments, cache_len)
-
-    monkeypatch.setattr(Sampler, "prefill", recording)
-    sampler = Sampler(
-        CFG, params, stop_ids=[], pad_id=0, sampling=dataclasses.replace(GREEDY, max_new_tokens=4)
-    )
-    prompts = [[1] * 3, [1] * 5, [2] * 9, [2] * 20]
-    out = sampler.generate(prompts, num_samples=5, batch_size=2)
-    assert [len(o) for o in out] == [5, 5, 5, 5]
-    # Traced once per bucket (16, 32), each prefill on 2 prompts, not 2 x 5 rows.
-    assert prefill_batches == [(2, 16), (2, 32)]
-    assert sampler.compilations == 2
-    sampler.generate([[3] * 4, [4] * 11], num_samples=5, batch_size=2)
-    assert sampler.compilations == 2
-    assert bucket_length(17) == 32 and bucket_length(1) == 16
-
-
 def test_sampling_is_seeded_per_prompt_and_samples_differ(params):
     sampling = SamplingConfig(
         temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=6
     )
     sampler = Sampler(CFG, params, stop_ids=[], pad_id=0, sampling=sampling)
     both = sampler.generate(PROMPTS, num_samples=4, seeds=[7, 9])
-    alone = sampler.generate(PROMPTS[:1], num_samples=4, seeds=[7], batch_size=2)
+    # Two slots: samples wait for free slots and run beside other samples.
+    two_slots = Sampler(CFG, params, stop_ids=[], pad_id=0, sampling=sampling, num_slots=2)
+    alone = two_slots.generate(PROMPTS[:1], num_samples=4, seeds=[7])
     assert [c.tokens.tolist() for c in both[0]] == [c.tokens.tolist() for c in alone[0]]
     assert len({tuple(c.tokens.tolist()) for c in both[0]}) > 1
     for c in both[1]:  # log-probs are the raw model's, whatever the sampling settings
@@ -160,7 +137,7 @@ def test_sharded_mesh_gives_same_tokens(greedy):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     sharded_params = init_params(CFG, jax.random.key(0), mesh)
     sampler = Sampler(CFG, sharded_params, stop_ids=[], pad_id=0, sampling=GREEDY, mesh=mesh)
-    assert sampler.shards == 4
+    assert sampler.engine().num_slots % 4 == 0
     out = sampler.generate(PROMPTS, num_samples=2)
     ref = greedy.generate(PROMPTS)
     for o, r in zip(out, ref):

@@ -66,8 +66,8 @@ def test_sharded_forward_equals_unsharded(qwen_like):
 
 
 def test_unscanned_layers_compute_the_same_sharded(qwen_like):
-    """scan_layers=False: per-layer params (no ``layers`` axis), same values, same forward, with a
-    KV cache too; stack/unstack are exact inverses."""
+    """scan_layers=False: per-layer params (no ``layers`` axis), same values, same forward;
+    stack/unstack are exact inverses."""
     cfg = qwen_like
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (8, 12)), jnp.int32)
     positions = jnp.broadcast_to(jnp.arange(12, dtype=jnp.int32), tokens.shape)
@@ -87,14 +87,6 @@ def test_unscanned_layers_compute_the_same_sharded(qwen_like):
     model = Decoder(cfg, mesh=mesh, scan_layers=False)
     out, _ = jax.jit(model.apply)({"params": per_layer}, tokens, positions)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
-
-    from logos_jax.model import init_cache
-
-    cache = init_cache(cfg, 8, 16)
-    _, scanned_cache = Decoder(cfg).apply({"params": params}, tokens, positions, cache=cache)
-    _, layer_cache = model.apply({"params": per_layer}, tokens, positions, cache=cache)
-    np.testing.assert_allclose(np.asarray(layer_cache.k), np.asarray(scanned_cache.k), atol=1e-5)
-    assert int(layer_cache.index) == 12
 
 
 def test_checkpoint_saved_on_8_restores_on_1_and_4(qwen_like, tmp_path):

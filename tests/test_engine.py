@@ -1,0 +1,161 @@
+"""The decode engine: in-place KV pages, shared prompt pages, continuous batching, chunked prefill."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from logos_jax.config import ModelConfig
+from logos_jax.engine import Engine, Request
+from logos_jax.engine.pages import PagePool, bucket, pages_for
+from logos_jax.model import Decoder, init_params
+from logos_jax.sample.processors import SamplingConfig
+
+CFG = ModelConfig(
+    vocab_size=64,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=64,
+    tie_embeddings=False,
+    max_position_embeddings=512,
+)
+GREEDY = SamplingConfig(temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=6)
+SAMPLED = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.1)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG, jax.random.key(0))
+
+
+def full_forward_greedy(params, prompt, steps):
+    tokens = list(prompt)
+    apply = jax.jit(Decoder(CFG).apply)
+    for _ in range(steps):
+        logits, _ = apply({"params": params}, jnp.asarray([tokens]), jnp.arange(len(tokens))[None])
+        tokens.append(int(jnp.argmax(logits[0, -1])))
+    return tokens[len(prompt) :]
+
+
+def run(engine, requests):
+    out = dict(engine.run(requests))
+    return [out[i] for i in range(len(requests))]
+
+
+def test_decode_step_temporaries_are_much_smaller_than_the_kv_pages(params):
+    """The compiled decode program updates the donated pages in place: its temporaries hold a few
+    pages per row, not a copy of the cache."""
+    engine = Engine(
+        CFG,
+        params,
+        stop_ids=[],
+        pad_id=0,
+        sampling=dataclasses.replace(SAMPLED, max_new_tokens=1000),
+        num_slots=8,
+        max_prompt_len=32,
+    )
+    engine._check([Request([1, 2, 3], 1, 0)])
+    state = engine.state
+    table = jnp.zeros((engine.num_slots, 4), jnp.int32)
+    compiled = engine._decode_program.lower(
+        engine.params, state, table, jnp.int32(1), None, steps=engine.steps_per_call
+    ).compile()
+    memory = compiled.memory_analysis()
+    cache_bytes = state.k.nbytes + state.v.nbytes
+    assert memory.temp_size_in_bytes < cache_bytes / 20, (memory.temp_size_in_bytes, cache_bytes)
+    # Donated: the pages are aliased to the outputs, not allocated again.
+    assert memory.alias_size_in_bytes >= cache_bytes
+
+
+def test_samples_share_one_prefill_and_the_prompt_pages(params, monkeypatch):
+    prompt = list(range(1, 24))  # 23 tokens: 5 full pages of 4 and a partial one
+    engine = Engine(CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY, num_slots=4, page_size=4)
+    prefills = []
+    original = engine._prefill_program
+
+    def counting(*args):
+        prefills.append(args[3].shape)
+        return original(*args)
+
+    engine._prefill_program = counting
+    taken = []
+    take = PagePool.take
+
+    def recording(self, n):
+        got = take(self, n)
+        taken.append(self.num_pages - 1 - self.free)
+        return got
+
+    monkeypatch.setattr(PagePool, "take", recording)
+    (out,) = run(engine, [Request(prompt, 10, 0)])
+    assert len(out) == 10 and len(prefills) == 1  # one prefill for 10 samples in 4 slots
+    ref = full_forward_greedy(params, prompt, GREEDY.max_new_tokens)
+    assert all(c.tokens.tolist() == ref for c in out)
+    # In use at most: the prompt's 6 pages + per running sample its copy of the partial page and
+    # the pages of its next steps_per_call tokens; never a private copy of the prompt.
+    per_sample = pages_for(23 + engine.steps_per_call, 4) - 5
+    assert max(taken) <= 6 + 4 * per_sample
+    assert engine.pool.free == engine.pool.num_pages - 1  # everything given back
+
+
+def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
+    """Rows stop at different steps; a slot that frees up takes the next pending sample, and every
+    sample equals the one a batch wide enough for all samples gives."""
+    prompts = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13], [2, 3], [4, 4, 4, 4, 4, 4, 4, 4, 4]]
+    sampling = dataclasses.replace(SAMPLED, max_new_tokens=12)
+    stop = [17, 33]
+    requests = [Request(p, 5, 100 + i) for i, p in enumerate(prompts)]
+    narrow = Engine(
+        CFG, params, stop_ids=stop, pad_id=0, sampling=sampling, num_slots=3, steps_per_call=4
+    )
+    wide = Engine(CFG, params, stop_ids=stop, pad_id=0, sampling=sampling, num_slots=20)
+    got, want = run(narrow, requests), run(wide, requests)
+    lengths = {len(c.tokens) for out in want for c in out}
+    assert len(lengths) > 1  # real, varied stops
+    for g, w in zip(got, want, strict=True):
+        assert [c.tokens.tolist() for c in g] == [c.tokens.tolist() for c in w]
+        for a, b in zip(g, w, strict=True):
+            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+            assert a.stopped == b.stopped == (a.tokens[-1] in stop)
+    # The narrow engine's page table is as wide as its longest row needs, not max_new_tokens.
+    widths = {shape[1] for shape in narrow.compiled_shapes if shape[0] == "decode"}
+    assert max(widths) <= bucket(pages_for(9 + 12 + 4, 16), 64)
+
+
+def test_long_prompt_prefilled_in_chunks_equals_full_forward(params):
+    prompt = [int(t) for t in np.random.default_rng(0).integers(1, 64, 70)]
+    engine = Engine(
+        CFG,
+        params,
+        stop_ids=[],
+        pad_id=0,
+        sampling=GREEDY,
+        num_slots=2,
+        page_size=8,
+        prefill_chunk=16,
+        full_perplexity=True,
+    )
+    (out,) = run(engine, [Request(prompt, 2, 0)])
+    assert {("prefill", 16, n) for n in (2, 4, 8)} <= engine.compiled_shapes
+    ref = full_forward_greedy(params, prompt, GREEDY.max_new_tokens)
+    assert all(c.tokens.tolist() == ref for c in out)
+    logits, _ = Decoder(CFG).apply(
+        {"params": params}, jnp.asarray([prompt]), jnp.arange(len(prompt))[None]
+    )
+    lp = jax.nn.log_softmax(logits[0], axis=-1)
+    expected = float(sum(lp[i, prompt[i + 1]] for i in range(len(prompt) - 1)))
+    assert out[0].prompt_logprob == pytest.approx(expected, abs=1e-3)
+
+
+def test_bad_requests_are_refused(params):
+    engine = Engine(CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY, max_prompt_len=8)
+    with pytest.raises(ValueError, match="1 to 8 tokens"):
+        run(engine, [Request(list(range(9)), 1, 0)])
+    with pytest.raises(ValueError, match="1 to 8 tokens"):
+        run(engine, [Request([], 1, 0)])
+    assert run(engine, [Request([1, 2], 0, 0)]) == [[]]
