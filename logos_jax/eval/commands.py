@@ -1,4 +1,5 @@
-"""``logos eval``: score a sampling output file (top-k, validity/uniqueness/novelty, pocket F1...)."""
+"""``logos eval``: score a sampling output file (top-k, validity/uniqueness/novelty, pocket F1, DCA,
+Vina docking) and write the summary JSON plus a Markdown table beside the published figures."""
 
 from __future__ import annotations
 
@@ -28,7 +29,35 @@ def register(parser: argparse.ArgumentParser) -> None:
         choices=("logprob", "perplexity", "frequency"),
         help="retro: how an input's distinct answers are ranked for top-k",
     )
+    parser.add_argument(
+        "--structures",
+        default=None,
+        help="folder of holo structures named by row id (PDB/mmCIF): pocket-search → DCA/DCC "
+        "success of top-n pockets; ligand → re-dock every valid molecule with AutoDock Vina",
+    )
+    dock = parser.add_argument_group("docking (--task ligand --structures; needs the dock extra)")
+    dock.add_argument(
+        "--dock-dir",
+        default=None,
+        help="resumable docking folder (receptors, docked.jsonl); default: RESULTS.dock/",
+    )
+    dock.add_argument("--exhaustiveness", type=int, default=8, help="Vina exhaustiveness (8)")
+    dock.add_argument("--seed", type=int, default=1, help="Vina and conformer seed (1)")
+    dock.add_argument(
+        "--box",
+        default="ligand",
+        choices=("ligand", "pocket"),
+        help="search box around the reference ligand or the prompt's pocket residues",
+    )
+    dock.add_argument("--box-margin", type=float, default=4.0, help="Å added on every side (4)")
+    dock.add_argument("--workers", type=int, default=None, help="docking processes (all cores)")
     parser.add_argument("--summary", default=None, help="write the summary JSON here (atomically)")
+    parser.add_argument(
+        "--table",
+        default=None,
+        help="write the Markdown table (ours beside published figures) here; "
+        "default: the --summary path with .md",
+    )
     parser.add_argument(
         "--force",
         action="store_true",
@@ -40,9 +69,18 @@ def register(parser: argparse.ArgumentParser) -> None:
 def format_table(summary: dict) -> str:
     """Two aligned columns: metric, value (fractions as percentages)."""
     lines = []
+    summary = {k: v for k, v in summary.items() if not isinstance(v, list | dict)}
     width = max(len(k) for k in summary)
     for key, value in summary.items():
-        if isinstance(value, float):
+        if isinstance(value, float) and "mcc" in key:
+            shown = f"{value:.4f}"
+        elif isinstance(value, float) and ("cutoff" in key or "threshold" in key):
+            shown = f"{value:g} Å"
+        elif isinstance(value, float) and key.startswith(("vina", "reference_vina")):
+            shown = f"{value:.2f} kcal/mol"
+        elif isinstance(value, float) and key in ("sa_score", "reference_rmsd_mean"):
+            shown = f"{value:.2f}"
+        elif isinstance(value, float):
             shown = (
                 f"{100 * value:.2f}%"
                 if 0.0 <= value <= 1.0 and key != "mean_perplexity"
@@ -75,13 +113,52 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
     if not rows:
         raise LogosError(f"{path}: no result rows to score (empty, or every line was rejected)")
-    summary = evaluate(
-        args.task, rows, reference=args.reference, truth=args.truth, rank_by=args.rank_by
-    )
+    if args.task == "ligand" and args.structures:
+        summary = _dock(args, rows, path)
+    else:
+        summary = evaluate(
+            args.task,
+            rows,
+            reference=args.reference,
+            truth=args.truth,
+            rank_by=args.rank_by,
+            structures=args.structures,
+        )
+    for skipped in summary.get("skipped", []):
+        print(f"skipped {skipped['id']}: {skipped['reason']}", file=sys.stderr)
     print(format_table(summary))
     if args.summary:
         atomic_write_text(Path(args.summary), json.dumps(summary, indent=2) + "\n")
+    table = args.table or (str(Path(args.summary).with_suffix(".md")) if args.summary else None)
+    if table:
+        from logos_jax.eval.published import markdown_table
+
+        atomic_write_text(Path(table), markdown_table(summary))
+        print(f"table: {table}", file=sys.stderr)
     return 0
+
+
+def _dock(args: argparse.Namespace, rows: list[dict], path) -> dict:
+    """``--task ligand --structures``: validity / uniqueness / novelty plus Vina re-docking."""
+    from pathlib import Path
+
+    from logos_jax.eval.design import design_metrics
+    from logos_jax.eval.docking import Protocol
+    from logos_jax.eval.metrics import load_reference, require_rdkit
+
+    require_rdkit("ligand")
+    protocol = Protocol(args.exhaustiveness, args.seed, args.box, args.box_margin)
+    reference = load_reference(args.reference, "ligand") if args.reference else None
+    work_dir = Path(args.dock_dir) if args.dock_dir else path.with_name(path.name + ".dock")
+    summary = design_metrics(
+        rows,
+        args.structures,
+        work_dir,
+        protocol=protocol,
+        reference=reference,
+        workers=args.workers,
+    )
+    return {"task": "ligand", **summary}
 
 
 def _check_summary_target(out, args: argparse.Namespace) -> None:

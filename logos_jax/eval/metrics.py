@@ -7,7 +7,11 @@
   training set / distinct valid) and VNU (valid, unique and novel / samples).
 - pocket-search: residue-level precision, recall, F1 and MCC of each sample's pocket against the
   annotated truth; averaged over an input's samples, then over inputs (an invalid sample predicts
-  no residue).
+  no residue). With ``structures`` (a folder of holo structures named by row id): DCA / DCC success
+  of the top-n and top-(n+2) pockets (``eval.sites``).
+
+Chemistry (retro, ligand, material) needs RDKit: without it ``evaluate`` refuses with a message
+naming the ``chem`` extra rather than comparing raw strings.
 
 Answers are re-derived from ``completion`` (or ``text``) with the task's parser, so files written by
 other tools score the same way. Every fraction is in [0, 1]; counts come alongside.
@@ -32,8 +36,20 @@ RANKINGS = ("logprob", "perplexity", "frequency")
 TOP_KS = (1, 3, 5, 10)
 
 
+CHEMISTRY_TASKS = ("retro", "ligand", "material")
+
+
 def _canonical(smiles: str) -> str | None:
-    return canonical_smiles(smiles) if has_rdkit() else smiles
+    return canonical_smiles(smiles)
+
+
+def require_rdkit(task: str) -> None:
+    """Refuse chemistry metrics without RDKit (validity and matching need canonical SMILES)."""
+    if not has_rdkit():
+        raise LogosError(
+            f"{task} metrics need RDKit (validity and canonical SMILES); install the chem extra: "
+            "pip install 'logos_jax[chem]'"
+        )
 
 
 def _completion(row: dict[str, Any]) -> str:
@@ -292,12 +308,18 @@ def evaluate(
     reference: set | str | Path | None = None,
     truth: dict[str, Any] | str | Path | None = None,
     rank_by: str = "logprob",
+    structures: str | Path | None = None,
 ) -> dict[str, Any]:
     """The summary dict of ``task`` over output ``rows``.
 
     ``reference``: training-set keys (or a file, see ``load_reference``) for novelty; ``truth``:
-    ``id -> ground truth`` (or a JSONL file) when rows carry no ``groundtruth``.
+    ``id -> ground truth`` (or a JSONL file) when rows carry no ``groundtruth``; ``structures``:
+    pocket-search only, the folder of holo structures for DCA / DCC (``eval.sites``).
     """
+    if task in CHEMISTRY_TASKS:
+        require_rdkit(task)
+    if structures is not None and task != "pocket-search":
+        raise LogosError(f"--structures scores pocket-search, not {task}")
     rows = list(rows)
     if isinstance(truth, str | Path):
         truth = load_truth(truth)
@@ -307,6 +329,10 @@ def evaluate(
         out = retro_metrics(rows, truth, rank_by)
     elif task in ("ligand", "material"):
         out = generation_metrics(task, rows, reference)
+    elif task == "pocket-search" and structures is not None:
+        from logos_jax.eval.sites import site_metrics
+
+        out = site_metrics(rows, structures)
     elif task == "pocket-search":
         out = pocket_metrics(rows, truth)
     elif task == "free":
