@@ -507,3 +507,178 @@ def test_safetensors_header_fuzz(tmp_path, entries):
     size = path.stat().st_size
     assert all(0 <= s <= e <= size for s, e in spans)
     assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:]))
+
+
+# ------------------------------------------------------------------------------ corpus builds
+
+
+def data_config(tmp_path: Path, source: Path, **extra) -> Path:
+    import yaml
+
+    config = {
+        "name": "fuzz",
+        "tokenizer": "residue",
+        "workers": 0,
+        "eval_fraction": 0.0,
+        "records_per_shard": 2,
+        "sources": [
+            {"name": "mols", "path": str(source), "format": "smiles", "layouts": ["molecule"]}
+        ],
+    }
+    for key, value in extra.items():
+        if key.startswith("source_"):
+            config["sources"][0][key.removeprefix("source_")] = value
+        else:
+            config[key] = value
+    path = tmp_path / f"data-{len(list(tmp_path.glob('data-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_data_build_rejects_bad_lines_and_fails_when_nothing_is_left(tmp_path, capsys):
+    source = tmp_path / "mols.smi"
+    source.write_bytes(b"CCO\n\xff\xfe bad\nC\x00C\n" + b"C" * 20000 + b"\nc1ccccc1\n")
+    before = snapshot(source)
+    out = tmp_path / "corpus"
+    rc, err = cli(
+        ["data", "build", "--config", data_config(tmp_path, source), "--out", out], capsys
+    )
+    assert rc == 0, err
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    reasons = sorted(r["reason"].split(":")[0] for r in rejects)
+    assert reasons == ["invalid SMILES", "unreadable record", "unreadable record"], reasons
+    assert (
+        json.loads((out / "manifest.json").read_text())["modalities"]["molecule"]["train"][
+            "documents"
+        ]
+        == 2
+    )
+    bad = tmp_path / "bad.smi"
+    bad.write_bytes(b"\xff\n\x00\x01\nnot-a-smiles(\n")
+    rc, err = cli(
+        ["data", "build", "--config", data_config(tmp_path, bad), "--out", tmp_path / "c2"], capsys
+    )
+    one_line_error(rc, err, "no documents")
+    assert snapshot(source) == before
+
+
+@pytest.mark.parametrize(
+    "extra,named",
+    [
+        ({"source_randomize_smiles": "false"}, "randomize_smiles='false'"),
+        ({"source_limit": "ten"}, "limit='ten'"),
+        ({"source_limit": -1}, "limit=-1"),
+        ({"records_per_shard": 2.5}, "records_per_shard=2.5"),
+        ({"seed": "x"}, "seed='x'"),
+        ({"eval_fraction": 1.5}, "eval_fraction"),
+        ({"source_layouts": "molecule"}, "layouts"),
+        ({"source_name": None}, "name=null"),
+        ({"workers": -1}, "workers"),
+        ({"sources": ["mols.smi"]}, "sources[0]"),
+        ({"sources": {"a": 1}}, "sources"),
+    ],
+)
+def test_data_config_values_are_typed(tmp_path, capsys, extra, named):
+    source = tmp_path / "mols.smi"
+    source.write_text("CCO\n")
+    config = data_config(tmp_path, source, **extra)
+    rc, err = cli(["data", "build", "--config", config, "--out", tmp_path / "c"], capsys)
+    one_line_error(rc, err, named)
+
+
+def test_resumed_build_with_changed_sources_starts_over(tmp_path, monkeypatch, capsys):
+    from logos_jax.data import builder
+
+    source = tmp_path / "mols.smi"
+    source.write_text("CCO\nCCN\nCCC\n")
+    config = builder.load_build_config(data_config(tmp_path, source))
+    out = tmp_path / "corpus"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(builder, "_finish", killed)
+        with pytest.raises(KeyboardInterrupt):
+            builder.build_corpus(config, out)
+    assert (out / ".work").is_dir() and not (out / "manifest.json").exists()
+    source.write_text("c1ccccc1\nCCCl\n")  # edited while the build was interrupted
+    manifest = builder.build_corpus(config, out)
+    assert "starting over" in capsys.readouterr().err
+    docs = manifest["modalities"]["molecule"]["train"]["documents"]
+    assert docs == 2 and manifest["sources"]["mols"]["records"] == 2
+    source.write_text("CCO\n")
+    with pytest.raises(LogosError, match="other contents of the source"):
+        builder.build_corpus(config, out)
+
+
+def test_corrupt_shard_is_named_on_open(tmp_path, capsys):
+    from logos_jax.data.pipeline import make_eval_batches, make_train_iterator
+
+    source = tmp_path / "mols.smi"
+    source.write_text("CCO\nCCN\nCCC\nc1ccccc1\n")
+    out = tmp_path / "corpus"
+    config = data_config(tmp_path, source, eval_fraction=0.5)
+    assert cli(["data", "build", "--config", config, "--out", out], capsys)[0] == 0
+    assert cli(["data", "info", out], capsys)[0] == 0
+    shard = sorted(out.glob("train/molecule/*.array_record"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    rc, err = cli(["data", "info", out], capsys)
+    one_line_error(rc, err, shard.name, "corrupt")
+    with pytest.raises(LogosError, match=shard.name):
+        make_train_iterator(out, seq_len=16, global_batch_size=2, process_index=0, process_count=1)
+    (out / "manifest.json").write_text("{not json")
+    rc, err = cli(["data", "info", out], capsys)
+    one_line_error(rc, err, "corrupt corpus manifest")
+    with pytest.raises(LogosError, match="corrupt corpus manifest"):
+        next(make_eval_batches(out, seq_len=16, batch_size=2))
+
+
+def _state(pid: int) -> str | None:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return next(x.split()[1] for x in text.splitlines() if x.startswith("State:"))
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_build_workers_exit_when_the_build_is_killed(tmp_path):
+    import signal
+    import time
+
+    source = tmp_path / "mols.smi"
+    source.write_text("CC(C)Cc1ccc(cc1)C(C)C(=O)O\n" * 4000)
+    config = data_config(tmp_path, source, workers=2, records_per_shard=20)
+    build = subprocess.Popen(
+        [sys.executable, "-m", "logos_jax.cli", "data", "build", "--config", str(config)]
+        + ["--out", str(tmp_path / "corpus")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        workers: list[int] = []
+        deadline = time.time() + 60
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.2)
+            children = Path(f"/proc/{build.pid}/task/{build.pid}/children")
+            found = [int(p) for p in children.read_text().split()] if children.exists() else []
+            # spawn workers are python processes; the resource tracker is one too
+            workers = [p for p in found if "spawn_main" in _cmdline(p)]
+        assert len(workers) >= 2, "the build never started its workers"
+    finally:
+        build.send_signal(signal.SIGKILL)
+        build.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_state(p) not in (None, "Z") for p in workers):
+        time.sleep(0.2)
+    assert all(_state(p) in (None, "Z") for p in workers)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except FileNotFoundError:
+        return ""

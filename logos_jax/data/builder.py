@@ -32,6 +32,8 @@ import os
 import random
 import shutil
 import sys
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +59,7 @@ from logos_jax.data.corpus import (
 from logos_jax.data.sources import FORMATS, RawRecord, read_source, structure_record
 from logos_jax.errors import LogosError
 from logos_jax.grammar.chem import SMILES_CHECKS, smiles_checker
+from logos_jax.validate import check_fields, check_ranges, check_value
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 WORK_DIR = ".work"
@@ -110,6 +113,7 @@ _SOURCE_KEYS = {
     "limit",
 }
 _OPTION_KEYS = {"template", "field", "fields", "cutoff", "contact_rule"}
+_OPTION_TYPES = {"template": str, "field": str, "fields": list[str], "cutoff": float}
 
 
 def _resolve_path(text: str, base: Path) -> str:
@@ -127,11 +131,13 @@ def build_config_from_dict(data: dict[str, Any], *, base: Path, source: str) -> 
     unknown = sorted(set(data) - known)
     if unknown:
         raise LogosError(f"{source}: unknown data config keys {unknown}; known: {sorted(known)}")
-    if not data.get("sources"):
+    if not data.get("sources") or not isinstance(data["sources"], list):
         raise LogosError(f"{source}: the data config needs a non-empty 'sources' list")
     sources = []
     for i, s in enumerate(data["sources"]):
         where = f"{source}: sources[{i}]"
+        if not isinstance(s, dict):
+            raise LogosError(f"{where}: expected a mapping with name, path, format, layouts")
         bad = sorted(set(s) - _SOURCE_KEYS - _OPTION_KEYS)
         if bad:
             raise LogosError(
@@ -144,30 +150,50 @@ def build_config_from_dict(data: dict[str, Any], *, base: Path, source: str) -> 
             raise LogosError(f"{where}: format {s['format']!r} not in {FORMATS}")
         if s.get("contact_rule", "distance") not in ("distance", "vdw"):
             raise LogosError(f"{where}: contact_rule must be 'distance' or 'vdw'")
+        if not isinstance(s["layouts"], list | tuple):
+            raise LogosError(f"{where}: layouts must be a list, got {s['layouts']!r}")
         layouts = tuple(s["layouts"])
         wrong = [x for x in layouts if x not in LAYOUT_NAMES]
         if wrong or not layouts:
             raise LogosError(f"{where}: unknown layouts {wrong}; choose from {list(LAYOUT_NAMES)}")
-        sources.append(
-            SourceConfig(
-                name=str(s["name"]),
-                path=_resolve_path(str(s["path"]), base),
-                format=s["format"],
-                layouts=layouts,
-                options={k: s[k] for k in _OPTION_KEYS if k in s},
-                randomize_smiles=bool(s.get("randomize_smiles", False)),
-                eval_fraction=s.get("eval_fraction"),
-                check_smiles=s.get("check_smiles"),
-                limit=s.get("limit"),
-            )
+        options = {k: s[k] for k in _OPTION_KEYS if k in s}
+        for key, kind in _OPTION_TYPES.items():
+            if key in options:
+                options[key] = check_value(key, options[key], kind, where)
+        config = SourceConfig(
+            name=check_value("name", s["name"], str, where),
+            path=_resolve_path(check_value("path", s["path"], str, where), base),
+            format=s["format"],
+            layouts=layouts,
+            options=options,
+            randomize_smiles=s.get("randomize_smiles", False),
+            eval_fraction=s.get("eval_fraction"),
+            check_smiles=s.get("check_smiles"),
+            limit=s.get("limit"),
         )
+        check_fields(config, where)
+        check_ranges(
+            where,
+            [
+                (config.limit is None or config.limit >= 0, f"limit={config.limit} must be >= 0"),
+                (
+                    config.eval_fraction is None or 0 <= config.eval_fraction < 1,
+                    f"eval_fraction={config.eval_fraction} must be in [0, 1)",
+                ),
+                (options.get("cutoff", 1) > 0, f"cutoff={options.get('cutoff')} must be > 0"),
+            ],
+        )
+        sources.append(config)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise LogosError(f"{source}: source names must be unique, got {names}")
     fields = {k: data[k] for k in known - {"sources", "name"} if k in data}
     config = BuildConfig(
-        name=str(data.get("name", Path(source).stem)), sources=tuple(sources), raw=data, **fields
+        name=data.get("name", Path(source).stem), sources=tuple(sources), raw=data, **fields
     )
+    check_fields(config, source)
+    if config.workers < 0:
+        raise LogosError(f"{source}: workers={config.workers} must be >= 0")
     checks = {config.check_smiles} | {s.check_smiles for s in sources if s.check_smiles}
     if not checks <= set(SMILES_CHECKS):
         raise LogosError(
@@ -227,11 +253,21 @@ def _prepare_tokenizer(spec: str, out_dir: Path) -> Path:
 _TOKENIZER = None
 
 
-def _init_worker(tokenizer_dir: str) -> None:
+def _init_worker(tokenizer_dir: str, parent: int | None = None) -> None:
     global _TOKENIZER
     from logos_jax.tokenizer import LogosTokenizer
 
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _TOKENIZER = LogosTokenizer.load(tokenizer_dir)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's watchdog: when the build process dies (even by ``kill -9``, which runs no clean-up)
+    the worker is re-parented; it then exits at once instead of working on for nobody."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _write_shard(path: Path, documents: list[list[int]]) -> dict[str, Any]:
@@ -299,7 +335,8 @@ def _encode_chunk(
             rng = random.Random(f"{config.seed}\0{source.name}\0{rec.key}\0{layout}")
             try:
                 text = encode_record(layout, raw, rng=rng, randomize_smiles=source.randomize_smiles)
-            except GrammarError as err:
+            except (GrammarError, TypeError, ValueError, KeyError, AttributeError) as err:
+                # GrammarError: a bad record; the others: a JSON value of the wrong type or shape.
                 shown = raw if isinstance(raw, str) else json.dumps(raw)
                 rejects.append({**reject, "reason": str(err), "raw": shown[:200]})
                 continue
@@ -380,23 +417,74 @@ def _chunks(source: SourceConfig, size: int) -> Iterator[tuple[int, list[RawReco
         yield chunk, records
 
 
+def _source_hashes(config: BuildConfig) -> dict[str, str]:
+    """sha256 of every source file: a resumed build must read exactly the bytes it started on."""
+    hashes = {}
+    for source in config.sources:
+        path = Path(source.path)
+        if not path.is_file():
+            raise LogosError(
+                f"source file {path} not found; fix: correct 'path' in the data config"
+            )
+        hashes[source.name] = sha256_file(path)
+    return hashes
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def _check_previous(out: Path, stamp: dict[str, Any]) -> bool:
-    """True if ``out`` already holds this build, finished; errors if it holds another."""
+    """True if ``out`` already holds this build, finished; errors if it holds another.
+
+    An unfinished build whose source files changed since it started is discarded (its finished
+    chunks hold the old records): the build starts over, and says so."""
     stamp_path = out / WORK_DIR / "build.json"
     if (out / MANIFEST).is_file():
-        manifest = json.loads((out / MANIFEST).read_text())
+        manifest = _read_json(out / MANIFEST) or {}
         if manifest.get("config") != stamp["config"]:
             raise LogosError(
                 f"{out} already holds a corpus built from another config; "
                 "fix: choose another --out or delete that folder"
             )
+        built_from = manifest.get("source_sha256")
+        if built_from is not None and built_from != stamp["source_sha256"]:
+            changed = sorted(
+                k for k in stamp["source_sha256"] if built_from.get(k) != stamp["source_sha256"][k]
+            )
+            raise LogosError(
+                f"{out} was built from other contents of the source(s) {changed}; "
+                "fix: delete that folder to rebuild, or choose another --out"
+            )
         return True
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != stamp:
+    previous = _read_json(stamp_path) if stamp_path.is_file() else None
+    if previous is not None and previous.get("config") != stamp["config"]:
         raise LogosError(
             f"{out} holds an unfinished build of another config; "
             "fix: rerun with the same config to resume it, or delete the folder"
         )
+    if stamp_path.exists() and previous != stamp:
+        old = (previous or {}).get("source_sha256") or {}
+        changed = sorted(
+            k for k in stamp["source_sha256"] if old.get(k) != stamp["source_sha256"][k]
+        )
+        print(
+            f"{out}: the source(s) {changed or 'files'} changed since this build started; "
+            "starting over (the finished chunks hold the old records)",
+            file=sys.stderr,
+        )
+        _discard_unfinished(out)
     return False
+
+
+def _discard_unfinished(out: Path) -> None:
+    """Remove an unfinished build's chunks (markers and shards); the tokenizer folder is kept."""
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    for split in SPLITS:
+        shutil.rmtree(out / split, ignore_errors=True)
 
 
 def _run_chunks(
@@ -416,7 +504,7 @@ def _run_chunks(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(str(tokenizer_dir),),
+            initargs=(str(tokenizer_dir), os.getpid()),
         )
     pending: set[concurrent.futures.Future] = set()
 
@@ -453,7 +541,13 @@ def _run_chunks(
     return counts
 
 
-def _finish(config: BuildConfig, out: Path, tokenizer_dir: Path, chunks: dict[str, int]) -> dict:
+def _finish(
+    config: BuildConfig,
+    out: Path,
+    tokenizer_dir: Path,
+    chunks: dict[str, int],
+    source_sha256: dict[str, str],
+) -> dict:
     from logos_jax.tokenizer import LogosTokenizer
 
     tokenizer = LogosTokenizer.load(tokenizer_dir)
@@ -515,6 +609,7 @@ def _finish(config: BuildConfig, out: Path, tokenizer_dir: Path, chunks: dict[st
             for k, v in sorted(heldout.items())
         },
         "rejects_file": REJECTS,
+        "source_sha256": source_sha256,
     }
     for m in markers:
         manifest["sources"][m["source"]]["records"] += m["records"]
@@ -528,7 +623,10 @@ def build_corpus(config: BuildConfig, out_dir: str | Path, *, workers: int | Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # What the output depends on: the config without ``workers`` (any worker count gives the same bytes).
-    stamp = {"config": {k: v for k, v in config.raw.items() if k != "workers"}}
+    stamp = {
+        "config": {k: v for k, v in config.raw.items() if k != "workers"},
+        "source_sha256": _source_hashes(config),
+    }
     if _check_previous(out, stamp):
         print(f"{out}: already built from this config; delete it to rebuild", file=sys.stderr)
         return json.loads((out / MANIFEST).read_text())
@@ -536,4 +634,4 @@ def build_corpus(config: BuildConfig, out_dir: str | Path, *, workers: int | Non
     write_json_atomic(out / WORK_DIR / "build.json", stamp)
     tokenizer_dir = _prepare_tokenizer(config.tokenizer, out)
     chunks = _run_chunks(config, out, tokenizer_dir, config.workers if workers is None else workers)
-    return _finish(config, out, tokenizer_dir, chunks)
+    return _finish(config, out, tokenizer_dir, chunks, stamp["source_sha256"])

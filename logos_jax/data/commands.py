@@ -6,6 +6,7 @@ import argparse
 import json
 
 from logos_jax.errors import LogosError
+from logos_jax.validate import number
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -27,6 +28,16 @@ def _build(args: argparse.Namespace) -> int:
     out = args.out or f"runs/corpus/{config.name}"
     manifest = build_corpus(config, out, workers=args.workers)
     _print_summary(manifest, out)
+    documents = sum(
+        s[split]["documents"]
+        for s in manifest["modalities"].values()
+        for split in ("train", "eval")
+    )
+    if not documents:
+        raise LogosError(
+            f"no documents: every record was rejected (reasons in {out}/rejects.jsonl); "
+            "fix the sources or the layouts, then rebuild into a new folder"
+        )
     return 0
 
 
@@ -49,9 +60,12 @@ def _print_summary(manifest: dict, where: str) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from logos_jax.data.corpus import read_manifest
+    from logos_jax.data.corpus import read_manifest, verify_shards
 
-    _print_summary(read_manifest(args.corpus), args.corpus)
+    manifest = read_manifest(args.corpus)
+    _print_summary(manifest, args.corpus)
+    verify_shards(args.corpus, manifest)
+    print(f"{len(manifest['shards'])} shards verified against the manifest's sha256")
     return 0
 
 
@@ -72,7 +86,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     build.add_argument("--out", help="output corpus folder (default: runs/corpus/<config name>)")
     build.add_argument(
-        "--workers", type=int, help="worker processes (default: the config's 'workers')"
+        "--workers",
+        type=number(int, low=0),
+        help="worker processes (default: the config's 'workers')",
     )
     build.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="top-level config overrides, e.g. seed=1"

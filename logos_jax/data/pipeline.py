@@ -47,6 +47,7 @@ from logos_jax.data.corpus import (
     lengths_path,
     read_manifest,
     split_shards,
+    verify_shards,
 )
 from logos_jax.errors import LogosError
 
@@ -361,6 +362,7 @@ def make_train_iterator(
     if not 0 <= process_index < process_count:
         raise LogosError(f"process_index {process_index} is outside [0, {process_count})")
     corpus_dir = Path(corpus_dir)
+    verify_shards(corpus_dir, read_manifest(corpus_dir))
     batches = _HostBatches(
         corpus_dir,
         seq_len=seq_len,
@@ -398,6 +400,7 @@ def make_eval_batches(
     """
     corpus_dir = Path(corpus_dir)
     manifest = read_manifest(corpus_dir)
+    verify_shards(corpus_dir, manifest)
     if modality is not None and modality not in MODALITIES:
         raise LogosError(f"unknown modality {modality!r}; known: {list(MODALITIES)}")
     wanted = MODALITIES if modality is None else (modality,)

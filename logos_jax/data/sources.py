@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from logos_jax.errors import LogosError
+from logos_jax.validate import text_lines
 
 FORMATS = ("smiles", "fasta", "csv", "jsonl", "chains", "pockets", "structures")
 
@@ -51,54 +52,84 @@ def _record(key: str, raw: str | dict) -> RawRecord:
     return RawRecord(key, raw, group)
 
 
+def _bad_bytes(key: str) -> RawRecord:
+    return RawRecord(key, None, key, "not UTF-8 text (invalid or binary bytes)")
+
+
 def _smiles(path: Path, **_: Any) -> Iterator[RawRecord]:
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                yield _record(f"{path.name}:{n}", line.split()[0])
+    for n, line in text_lines(path):
+        if line is None:
+            yield _bad_bytes(f"{path.name}:{n}")
+        elif line.strip():
+            yield _record(f"{path.name}:{n}", line.split()[0])
 
 
 def _fasta(path: Path, **_: Any) -> Iterator[RawRecord]:
-    header, lines, start = None, [], 0
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.startswith(">"):
-                if header is not None:
-                    yield _record(f"{path.name}:{start}", "".join(lines))
-                header, lines, start = line[1:].strip(), [], n
-            elif line.strip():
-                lines.append(line.strip())
+    header, lines, start, bad = None, [], 0, False
+    for n, line in text_lines(path):
+        if line is not None and line.startswith(">"):
+            if header is not None:
+                key = f"{path.name}:{start}"
+                yield _bad_bytes(key) if bad else _record(key, "".join(lines))
+            header, lines, start, bad = line[1:].strip(), [], n, False
+        elif line is None:
+            bad = True  # the record this line belongs to is rejected whole
+        elif line.strip():
+            lines.append(line.strip())
     if header is not None:
-        yield _record(f"{path.name}:{start}", "".join(lines))
+        key = f"{path.name}:{start}"
+        yield _bad_bytes(key) if bad else _record(key, "".join(lines))
 
 
 def _csv(path: Path, *, template: str | None = None, **_: Any) -> Iterator[RawRecord]:
     if not template:
         raise LogosError(f"{path}: a csv source needs a 'template' such as '{{col_a}}>>{{col_b}}'")
-    with open(path, newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), 2):
-            key = f"{path.name}:{n}"
-            try:
-                yield _record(key, template.format(**row))
-            except (KeyError, IndexError) as err:
-                yield RawRecord(key, None, key, f"csv row lacks column {err}")
+    bad: list[int] = []
+
+    def lines() -> Iterator[str]:  # undecodable lines become blank lines (skipped by csv)
+        for n, line in text_lines(path):
+            if line is None:
+                bad.append(n)
+            yield line or "\n"
+
+    reader = csv.DictReader(lines())
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:  # e.g. a field over csv's size limit: this line's reject
+            key = f"{path.name}:{reader.line_num}"
+            yield RawRecord(key, None, key, f"csv row cannot be read: {err}")
+            continue
+        while bad:
+            yield _bad_bytes(f"{path.name}:{bad.pop(0)}")
+        key = f"{path.name}:{reader.line_num}"
+        try:
+            yield _record(key, template.format(**row))
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            yield RawRecord(key, None, key, f"csv row does not fit the template: {err}")
+    for n in bad:
+        yield _bad_bytes(f"{path.name}:{n}")
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            key = f"{path.name}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield key, None, f"not valid JSON: {err}"
-                continue
-            if isinstance(row, dict):
-                yield key, row, None
-            else:
-                yield key, None, "a JSON line must hold an object"
+    for n, line in text_lines(path):
+        key = f"{path.name}:{n}"
+        if line is None:
+            yield key, None, "not UTF-8 text (invalid or binary bytes)"
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            yield key, None, f"not valid JSON: {err}"
+            continue
+        if isinstance(row, dict):
+            yield key, row, None
+        else:
+            yield key, None, "a JSON line must hold an object"
 
 
 def _jsonl(
@@ -128,19 +159,28 @@ def _chains(path: Path, **_: Any) -> Iterator[RawRecord]:
             yield RawRecord(key, None, key, error or "no 'chains' mapping")
             continue
         for chain, sequence in row["chains"].items():
-            yield _record(f"{key}:{chain.strip() or '_'}", sequence)
+            if isinstance(sequence, str):
+                yield _record(f"{key}:{chain.strip() or '_'}", sequence)
+            else:
+                yield RawRecord(f"{key}:{chain}", None, key, f"chain {chain!r} is not a string")
 
 
 def _pockets(path: Path, *, cutoff: float = 4.5, **_: Any) -> Iterator[RawRecord]:
     for key, row, error in _json_lines(path):
-        group = (row or {}).get("file", key)
+        group = str((row or {}).get("file", key))
         if error or not isinstance(row.get("chains"), dict) or "pocket_le8A" not in row:
             yield RawRecord(key, None, group, error or "needs 'chains' and 'pocket_le8A'")
+            continue
+        contacts = row["pocket_le8A"]
+        if not isinstance(contacts, list) or not all(_is_contact(c) for c in contacts):
+            yield RawRecord(
+                key, None, group, "pocket_le8A must be a list of {chain, seq_index, min_dist}"
+            )
             continue
         for chain, sequence in row["chains"].items():
             pocket = sorted(
                 c["seq_index"]
-                for c in row["pocket_le8A"]
+                for c in contacts
                 if c.get("chain") == chain and float(c.get("min_dist", "inf")) <= cutoff
             )
             if pocket:
@@ -148,6 +188,17 @@ def _pockets(path: Path, *, cutoff: float = 4.5, **_: Any) -> Iterator[RawRecord
                 if "ligand_smiles" in row:
                     raw["ligand"] = row["ligand_smiles"]
                 yield RawRecord(f"{group}:{chain}", raw, group)
+
+
+def _is_contact(c: Any) -> bool:
+    number = (int, float)
+    return (
+        isinstance(c, dict)
+        and isinstance(c.get("seq_index"), int)
+        and not isinstance(c.get("seq_index"), bool)
+        and isinstance(c.get("min_dist", 0.0), number)
+        and not isinstance(c.get("min_dist", 0.0), bool)
+    )
 
 
 def _structures(
