@@ -682,3 +682,121 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     except FileNotFoundError:
         return ""
+
+
+# ------------------------------------------------------------------------------ grammar commands
+
+GRAMMAR_INPUTS = [
+    b"",
+    b"\xff\xfe\xfd\n",
+    b"\x00\x01\x02\x03binary\x00\n",
+    b"CCO\n\xc3\n",
+    b">h\nMKT\xffAY\n>g\nMKTAYIAKQR\n",
+    "é\u2028x\n".encode(),
+    b"[" * 5000 + b"\n",
+    b"\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("content", GRAMMAR_INPUTS)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["grammar", "parse"],
+        ["grammar", "encode", "--layout", "molecule"],
+        ["grammar", "encode", "--layout", "protein", "--fasta"],
+        ["grammar", "encode", "--layout", "retro", "--csv-column", "rxn"],
+        ["grammar", "encode", "--layout", "pocket"],
+    ],
+)
+def test_grammar_commands_on_hostile_files(tmp_path, capsys, content, argv):
+    source = tmp_path / "in.txt"
+    source.write_bytes(content)
+    out = tmp_path / "out.txt"
+    out.write_text("previous output\n")
+    extra = ["--output", out] if argv[1] == "encode" else []
+    rc, err = cli([*argv, "--input", source, *extra], capsys)
+    assert source.read_bytes() == content
+    if rc != 0:
+        one_line_error(rc, err)
+        assert out.read_text() == "previous output\n"  # a failed run leaves the old output
+
+
+def test_grammar_encode_refuses_output_equal_to_input(tmp_path, capsys):
+    source = tmp_path / "in.smi"
+    source.write_text("CCO\n")
+    rc, err = cli(
+        ["grammar", "encode", "--layout", "molecule", "--input", source, "--output", source], capsys
+    )
+    one_line_error(rc, err, "destroy the input")
+    assert source.read_text() == "CCO\n"
+    rc, err = cli(
+        ["grammar", "encode", "--layout", "molecule", "--input", source, "--output", tmp_path],
+        capsys,
+    )
+    one_line_error(rc, err, "folder")
+
+
+@pytest.mark.parametrize("cutoff", ["inf", "nan", "0", "-1", "abc"])
+def test_grammar_cutoff_must_be_finite_and_positive(tmp_path, capsys, cutoff):
+    source = tmp_path / "in.jsonl"
+    source.write_text("{}\n")
+    argv = ["grammar", "encode", "--layout", "pocket", "--input", source, "--cutoff", cutoff]
+    rc, err = cli(argv, capsys)
+    assert rc == 2
+    one_line_error(rc, err, "--cutoff")
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_grammar_parse_fuzz(tmp_path, data):
+    source = tmp_path / "fuzz.txt"
+    source.write_bytes(data)
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    out = StringIO()
+    with redirect_stdout(out):
+        assert main(["grammar", "parse", "--raw-smiles", "--input", str(source)]) == 0
+    for line in out.getvalue().splitlines():
+        json.loads(line)
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 30), st.floats(), st.text(max_size=6)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+RECORD_KEYS = ["sequence", "pocket", "ligand", "smiles", "nodes", "linkers", "chains", "contacts"]
+
+
+@FUZZ
+@given(
+    layout=st.sampled_from(["pocket", "complex2", "material", "search", "transformation", "retro"]),
+    rows=st.lists(
+        st.dictionaries(st.sampled_from(RECORD_KEYS), JSON_VALUES, max_size=4), max_size=4
+    ),
+)
+def test_grammar_encode_json_records_fuzz(tmp_path, layout, rows):
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    out, err = StringIO(), StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(
+            [
+                "grammar",
+                "encode",
+                "--layout",
+                layout,
+                "--input",
+                str(source),
+                "--check-smiles",
+                "off",
+            ]
+        )
+    assert rc in (0, 2) and "Traceback" not in err.getvalue()

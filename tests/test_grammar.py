@@ -567,8 +567,9 @@ def test_cli_encode_stdin_to_stdout(grammar_cli, monkeypatch, capsys):
         "<MoleculeS>c1ccccc1<MoleculeE>",
     ]
     monkeypatch.setattr("sys.stdin", io.StringIO("MKB\n"))
-    assert grammar_cli(["grammar", "encode", "--layout", "protein"]) == 1
-    assert "line 1: " in capsys.readouterr().err
+    assert grammar_cli(["grammar", "encode", "--layout", "protein"]) == 2
+    err = capsys.readouterr().err
+    assert "line 1: " in err and "error: nothing encoded: every record was rejected" in err
 
 
 def test_cli_encode_csv_column_and_parse(grammar_cli, fixtures, tmp_path, capsys):

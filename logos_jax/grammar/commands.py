@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from logos_jax.errors import LogosError
+from logos_jax.files import public_mode, refuse_overwrite_input
 from logos_jax.grammar.layouts import LAYOUT_NAMES
+from logos_jax.validate import decode_line, text_lines
+from logos_jax.validate import number as cli_number
 
 _STRUCTURE_LAYOUTS = ("complex1", "complex2", "complex3", "pocket", "pocket-smiles")
 _SMILES_FIELDS = ("smiles", "product", "reactants", "linkers", "ligand_smiles")
@@ -65,7 +68,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     enc.add_argument(
         "--cutoff",
-        type=float,
+        type=cli_number(low=0, low_open=True),
         default=4.5,
         help="contact distance cutoff in Å for records that carry contacts with min_dist",
     )
@@ -97,7 +100,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     con.add_argument(
         "--cutoff",
-        type=float,
+        type=cli_number(low=0, low_open=True),
         default=None,
         help="distance cutoff in Å; 4.5 when omitted with --rule distance",
     )
@@ -120,38 +123,68 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=None)
 
 
-def _open_input(path: Path | None) -> TextIO:
+def _input_lines(path: Path | None) -> Iterator[tuple[int, str | None]]:
+    """``(line number, text or None)`` of the input file or stdin; None: a line of bad bytes."""
     if path is None:
-        return sys.stdin
+        if not hasattr(sys.stdin, "buffer"):  # a text stream without bytes (tests, notebooks)
+            return enumerate(sys.stdin, 1)
+        return ((n, decode_line(raw)) for n, raw in enumerate(sys.stdin.buffer, 1))
     if not path.is_file():
         raise LogosError(f"input file not found: {path}")
-    return path.open(encoding="utf-8")
+    return text_lines(path)
 
 
-def _records(stream: TextIO, *, fasta: bool, csv_column: str | None) -> Iterator[tuple[int, str]]:
-    """(line number, raw record) pairs; a FASTA record is numbered by its header line."""
+def _records(
+    lines: Iterator[tuple[int, str | None]], *, fasta: bool, csv_column: str | None
+) -> Iterator[tuple[int, str | None]]:
+    """(line number, raw record or None) pairs; a FASTA record is numbered by its header line.
+    None: the record holds bytes that are not UTF-8 text."""
     if csv_column is not None:
-        reader = csv.DictReader(stream)
-        if reader.fieldnames is None or csv_column not in reader.fieldnames:
-            raise LogosError(f"CSV column {csv_column!r} not found (columns: {reader.fieldnames})")
-        for row in reader:
+        bad: list[int] = []
+
+        def text() -> Iterator[str]:
+            for number, line in lines:
+                if line is None:
+                    bad.append(number)
+                yield line or "\n"
+
+        reader = csv.DictReader(text())
+        try:
+            fields = reader.fieldnames
+        except csv.Error as err:
+            raise LogosError(f"cannot read the CSV header: {err}") from None
+        if fields is None or csv_column not in fields:
+            raise LogosError(f"CSV column {csv_column!r} not found (columns: {fields})")
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                yield reader.line_num, None
+                continue
+            while bad:
+                yield bad.pop(0), None
             yield reader.line_num, row[csv_column] or ""
+        yield from ((number, None) for number in bad)
         return
     if not fasta:
-        for number, line in enumerate(stream, 1):
-            if line.strip():
-                yield number, line.rstrip("\n")
+        for number, line in lines:
+            if line is None or line.strip():
+                yield number, line if line is None else line.rstrip("\n")
         return
-    header, parts = 0, []
-    for number, line in enumerate(stream, 1):
-        if line.startswith(">"):
+    header, parts, bad_record = 0, [], False
+    for number, line in lines:
+        if line is not None and line.startswith(">"):
             if header:
-                yield header, "".join(parts)
-            header, parts = number, []
+                yield header, None if bad_record else "".join(parts)
+            header, parts, bad_record = number, [], False
+        elif line is None:
+            bad_record = True
         elif line.strip():
             parts.append(line.strip())
     if header:
-        yield header, "".join(parts)
+        yield header, None if bad_record else "".join(parts)
 
 
 class _AtomicOutput:
@@ -164,8 +197,14 @@ class _AtomicOutput:
     def __enter__(self) -> TextIO:
         if self.path is None:
             return sys.stdout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        if self.path.is_dir():
+            raise LogosError(f"--output {self.path} is a folder; give a file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        except OSError as err:
+            raise LogosError(f"cannot write {self.path}: {err.strerror}") from None
+        public_mode(self.tmp)
         self.stream = os.fdopen(fd, "w", encoding="utf-8")
         return self.stream
 
@@ -194,9 +233,16 @@ def run_encode(args: argparse.Namespace) -> int:
         mode = "off" if not has_rdkit() else "parse" if args.layout == "material" else "sanitize"
     smiles_problem = smiles_checker(mode)
     encoded = rejected = 0
-    with _open_input(args.input) as stream, _AtomicOutput(args.output) as out:
-        records = _records(stream, fasta=args.fasta, csv_column=args.csv_column)
+    if args.output is not None:
+        refuse_overwrite_input(args.output, {"--input": args.input})
+    lines = _input_lines(args.input)
+    with _AtomicOutput(args.output) as out:
+        records = _records(lines, fasta=args.fasta, csv_column=args.csv_column)
         for number, raw in tqdm(records, desc="encode", unit="rec", disable=args.output is None):
+            if raw is None:
+                print(f"line {number}: not UTF-8 text (invalid or binary bytes)", file=sys.stderr)
+                rejected += 1
+                continue
             try:
                 text = encode_record(
                     args.layout,
@@ -205,7 +251,8 @@ def run_encode(args: argparse.Namespace) -> int:
                     randomize_smiles=args.randomize_smiles,
                     contact_rule=rule,
                 )
-            except GrammarError as err:
+            except (GrammarError, TypeError, ValueError, KeyError, AttributeError) as err:
+                # GrammarError: a bad record; the others: JSON values of the wrong type or shape.
                 print(f"line {number}: {err}", file=sys.stderr)
                 rejected += 1
                 continue
@@ -216,9 +263,12 @@ def run_encode(args: argparse.Namespace) -> int:
                 continue
             out.write(text + "\n")
             encoded += 1
+        if not encoded:  # inside the block: an existing output file is left as it was
+            what = "every record was rejected" if rejected else "the input holds no record"
+            raise LogosError(f"nothing encoded: {what}")
     if args.output is not None:
         print(f"encoded {encoded}, rejected {rejected} -> {args.output}", file=sys.stderr)
-    return 0 if encoded else 1
+    return 0
 
 
 def canonical_parts(parts: dict[str, Any]) -> dict[str, Any]:
@@ -250,10 +300,11 @@ def run_parse(args: argparse.Namespace) -> int:
     from logos_jax.grammar.parse import parse
 
     canonical = not args.raw_smiles and has_rdkit()
-    with _open_input(args.input) as stream:
-        for line in stream:
-            if not line.strip():
-                continue
+    for number, line in _input_lines(args.input):
+        if line is None:
+            print(json.dumps({"error": "not UTF-8 text (invalid or binary bytes)", "line": number}))
+            continue
+        if line.strip():
             result = parse(line.rstrip("\n")).to_json()
             if canonical and "error" not in result:
                 result = canonical_parts(result)

@@ -97,7 +97,7 @@ def _as_record(layout: str, raw: Any) -> Any:
     if layout in _DICT_LAYOUTS or raw.lstrip().startswith("{"):
         try:
             record = json.loads(raw)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise GrammarError(f"the {layout} layout needs a JSON object: {err}") from None
         if not isinstance(record, dict):
             raise GrammarError(f"the {layout} layout needs a JSON object")
