@@ -39,28 +39,33 @@ def save_params(path: Path, params: Any) -> None:
         checkpointer.save(Path(path).absolute(), args=ocp.args.PyTreeSave(params))
 
 
-def restore_params(path: Path, target: Any) -> Any:
-    """Restore ``path`` onto ``target`` (a tree of ShapeDtypeStruct with shardings)."""
-    checkpointer = ocp.StandardCheckpointer()
+def _read_tree(path: Path, read: Any) -> Any:
+    """``read(handler, absolute path)`` with Orbax's tree handler. The handler, not a
+    ``Checkpointer``: a training step's ``params`` item has no ``_CHECKPOINT_METADATA`` of its own
+    (the step folder holds it), and a ``Checkpointer`` warns about that on every load."""
+    handler = ocp.StandardCheckpointHandler()
     try:
-        return checkpointer.restore(Path(path).absolute(), target)
+        return read(handler, Path(path).absolute())
     except FileNotFoundError:
         raise LogosError(f"{path}: no Orbax checkpoint here") from None
     finally:
-        checkpointer.close()
+        handler.close()
+
+
+def restore_params(path: Path, target: Any) -> Any:
+    """Restore ``path`` onto ``target`` (a tree of ShapeDtypeStruct with shardings)."""
+    return _read_tree(path, lambda h, p: h.restore(p, args=ocp.args.StandardRestore(target)))
+
+
+def params_metadata(path: Path) -> Any:
+    """The stored tree at ``path``: its keys, and per array ``shape`` / ``dtype``."""
+    return _read_tree(path, lambda h, p: h.metadata(p))
 
 
 def stores_scanned_layers(path: Path) -> bool:
     """Whether the params tree at ``path`` stacks its blocks under ``layers`` (``scan_layers=True``)
     rather than holding one ``layers_{i}`` subtree per block (a run trained with ``scan_layers=False``)."""
-    checkpointer = ocp.StandardCheckpointer()
-    try:
-        keys = checkpointer.metadata(path.absolute()).item_metadata.keys()
-    except FileNotFoundError:
-        raise LogosError(f"{path}: no Orbax checkpoint here") from None
-    finally:
-        checkpointer.close()
-    return "layers_0" not in keys
+    return "layers_0" not in params_metadata(path)
 
 
 def save_model(

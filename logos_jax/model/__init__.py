@@ -110,15 +110,20 @@ def to_layer_layout(
     rules: Rules = DEFAULT_RULES,
 ) -> dict:
     """``params`` (either layout) in the stacked (``scan_layers``) or per-layer one, sharded on
-    ``mesh``; the input buffers are donated."""
+    ``mesh``. Only the blocks are copied into the new layout; the other leaves pass through as
+    they are (no buffer is donated: stacked and per-layer leaves differ in shape, so XLA could
+    reuse none of them)."""
     if ("layers" in params) == scan_layers:
         return params
     convert = stack_layers if scan_layers else unstack_layers
-    return jax.jit(
-        lambda p: convert(p, config.num_layers),
-        out_shardings=param_shardings(config, mesh, rules, scan_layers),
-        donate_argnums=0,
-    )(params)
+    rest = {k: v for k, v in params.items() if k != "layers" and not k.startswith("layers_")}
+    blocks = {k: v for k, v in params.items() if k not in rest}
+    shardings = param_shardings(config, mesh, rules, scan_layers)
+    converted = jax.jit(
+        lambda b: convert(b, config.num_layers),
+        out_shardings={k: v for k, v in shardings.items() if k not in rest},
+    )(blocks)
+    return {**rest, **converted}
 
 
 def head_kernel(config: ModelConfig, params: Any) -> jax.Array:

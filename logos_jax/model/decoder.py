@@ -92,7 +92,14 @@ class Decoder(nn.Module):
             ),
             name="embed_tokens",
         )
-        x = self._constrain(embed(tokens), ("batch", "seq", "embed"))
+        # The lookup reads a table gathered over ``embed`` (as FSDP gathers every kernel) and still
+        # split over ``vocab``: the gather's rows then follow the batch's sharding. Gathering
+        # straight from the [vocab, embed]-sharded table leaves XLA no efficient plan (it
+        # replicates the output: "[SPMD] Involuntary full rematerialization").
+        table = self._constrain(embed.embedding, ("vocab", None))
+        x = self._constrain(
+            jnp.take(table, tokens, axis=0).astype(dtype), ("batch", "seq", "embed")
+        )
         cos, sin = cos_sin(cfg, positions)
 
         mask = None
