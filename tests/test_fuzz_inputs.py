@@ -800,3 +800,41 @@ def test_grammar_encode_json_records_fuzz(tmp_path, layout, rows):
             ]
         )
     assert rc in (0, 2) and "Traceback" not in err.getvalue()
+
+
+# ------------------------------------------------------------------------------ SFT rows
+
+
+@pytest.mark.parametrize(
+    "line,named",
+    [
+        (b'{"prompt": null, "completion": "x"}', "must be a string, got null"),
+        (b'{"prompt": "MKT", "completion": 5}', "'completion' must be a string, got 5"),
+        (b'{"test_input": ["a"], "groundtruth": "x"}', "'test_input' must be a string"),
+        (b'{"prompt": "", "completion": "x"}', "must not be empty"),
+        (b'["prompt", "completion"]', "expected a JSON object"),
+        (b'{"prompt": "a"}', "none of the SFT layouts"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[" * 3000, "not valid JSON"),
+    ],
+)
+def test_sft_rows_are_typed(tmp_path, line, named):
+    from logos_jax.train.data import read_sft_pairs
+
+    data = tmp_path / "sft.jsonl"
+    data.write_bytes(b'{"prompt": "MKT", "completion": "AY"}\n' + line + b"\n")
+    with pytest.raises(LogosError, match=f"sft.jsonl:2: .*{named}"):
+        read_sft_pairs(data)
+
+
+def test_sft_example_truncated_to_nothing_is_refused(tmp_path, residue_tok):
+    from logos_jax.train.data import make_sft_source
+
+    tok = LogosTokenizer.load(residue_tok)
+    data = tmp_path / "sft.jsonl"
+    rows = [{"prompt": "MKT", "completion": "AY"}, {"prompt": "M" * 40, "completion": "AY"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(LogosError, match="sft.jsonl:2: the prompt fills all 16 positions"):
+        make_sft_source(data, tok, batch_size=2, seq_len=16, seed=0, sharding=None)
+    source = make_sft_source(data, tok, batch_size=2, seq_len=64, seed=0, sharding=None)
+    assert len(source.rows) == 2

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from logos_jax.errors import LogosError
+from logos_jax.validate import bad_bytes, row_value, text_lines
 
 # SFT row layouts: (prompt key, completion key), tried in order. GRAMMAR.md task formats + generic.
 SFT_FIELDS = (
@@ -74,26 +75,44 @@ class SyntheticSource:
 
 
 def read_sft_pairs(path: Path) -> list[tuple[str, str]]:
-    """(prompt, completion) strings from a JSONL file in one of the ``SFT_FIELDS`` layouts."""
+    """(prompt, completion) strings from a JSONL file in one of the ``SFT_FIELDS`` layouts.
+
+    Both fields must be non-empty strings (``null`` or a number is an error naming the line, never
+    turned into the text "None"); a line that is not UTF-8 text or not JSON is an error too."""
+    return [pair for _, pair in _numbered_sft_pairs(path)]
+
+
+def _numbered_sft_pairs(path: Path) -> list[tuple[int, tuple[str, str]]]:
     pairs = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        raise LogosError(f"SFT data {path}: file not found") from None
-    for number, line in enumerate(lines, 1):
+    if not Path(path).is_file():
+        raise LogosError(f"SFT data {path}: file not found")
+    layouts = ", ".join(f"{p}+{c}" for p, c in SFT_FIELDS)
+    for number, line in text_lines(path):
+        where = f"{path}:{number}"
+        if line is None:
+            raise LogosError(bad_bytes(path, number))
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LogosError(f"{path}:{number}: not valid JSON ({err})") from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise LogosError(f"{where}: not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise LogosError(
+                f"{where}: expected a JSON object with one of the SFT layouts ({layouts})"
+            )
         for prompt_key, completion_key in SFT_FIELDS:
             if prompt_key in row and completion_key in row:
-                pairs.append((str(row[prompt_key]), str(row[completion_key])))
+                prompt = row_value(row, prompt_key, str, where)
+                completion = row_value(row, completion_key, str, where)
+                if not prompt or not completion:
+                    raise LogosError(
+                        f"{where}: {prompt_key} and {completion_key} must not be empty"
+                    )
+                pairs.append((number, (prompt, completion)))
                 break
         else:
-            layouts = ", ".join(f"{p}+{c}" for p, c in SFT_FIELDS)
-            raise LogosError(f"{path}:{number}: row has none of the SFT layouts ({layouts})")
+            raise LogosError(f"{where}: row has none of the SFT layouts ({layouts})")
     if not pairs:
         raise LogosError(f"SFT data {path}: no rows")
     return pairs
@@ -152,7 +171,15 @@ class SFTSource:
 def make_sft_source(
     path: Path, tokenizer: Any, batch_size: int, seq_len: int, seed: int, sharding
 ) -> SFTSource:
-    rows = [encode_sft_pair(tokenizer, p, c, seq_len) for p, c in read_sft_pairs(path)]
+    rows = []
+    for number, (prompt, completion) in _numbered_sft_pairs(path):
+        row = encode_sft_pair(tokenizer, prompt, completion, seq_len)
+        if not row["target_mask"].any():
+            raise LogosError(
+                f"{path}:{number}: the prompt fills all {seq_len} positions (seq_len), so no "
+                "completion token would be trained; fix: raise seq_len or shorten the prompt"
+            )
+        rows.append(row)
     return SFTSource(rows, batch_size, seed, sharding)
 
 
