@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[convert,chem,report,dev]"
+	$(BIN)/python -m pip install -q -e ".[convert,chem,dock,report,dev]"
 	touch $@
 
 demo: install
