@@ -1,7 +1,8 @@
 """AutoDock Vina for pocket ligand design: prepare a receptor and ligands, dock one molecule.
 
-Needs the ``dock`` extra (``vina``, ``meeko``, ``gemmi``) plus RDKit and biotite (``chem``); without
-them ``require_docking`` names the extra to install. The protocol (every number lands in the summary):
+Needs the ``dock`` extra (``vina``, ``meeko``, ``gemmi``, ``scipy``) plus RDKit and biotite (the
+``chem`` extra); without them ``require_docking`` names the extra to install. The protocol (every
+number lands in the summary):
 
 * **receptor**: the structure's amino-acid residues only (waters, ions, ligands and cofactors
   removed), model 1, first altloc; hydrogens are dropped and re-added by meeko's residue templates
@@ -28,7 +29,7 @@ import numpy as np
 
 from logos_jax.errors import LogosError, missing_extra
 
-DOCK_PACKAGES = ("vina", "meeko", "gemmi")
+DOCK_PACKAGES = ("vina", "meeko", "gemmi", "scipy")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,125 @@
+"""Pocket ligand design by re-docking (AutoDock Vina) on the real HIV-1 protease / amprenavir complex
+1hpv, resumability of the docking folder, and clear refusals when an extra is missing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from logos_jax.cli import main
+from logos_jax.errors import LogosError
+from logos_jax.eval import evaluate
+
+FIXTURES = Path(__file__).parent / "fixtures" / "complexes"
+HIV_PR = (
+    "PQITLWQRPLVTIKIGGQLKEALLDTGADDTVLEEMNLPGRWKPKMIGGIGGFIKVRQYDQILIEICGHKAIGTVLVGPTPVNII"
+    "GRNLLTQIGCTLNF"
+)
+PROMPT = f"<ProteinS>{HIV_PR}<ProteinE><MoleculeS>"
+
+
+def _rows(*completions):
+    return [
+        {"id": "1hpv", "sample": i, "prompt": PROMPT, "completion": c}
+        for i, c in enumerate(completions)
+    ]
+
+
+def test_chemistry_metrics_refuse_without_rdkit(monkeypatch):
+    import logos_jax.eval.metrics as metrics
+
+    monkeypatch.setattr(metrics, "has_rdkit", lambda: False)
+    for task in ("ligand", "material", "retro"):
+        with pytest.raises(LogosError, match=r"logos_jax\[chem\]"):
+            evaluate(task, [{"id": "a", "completion": "CCO<MoleculeE>"}])
+
+
+def test_missing_dock_extra_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vina" else real(name, *a)
+    )
+    results = tmp_path / "out.jsonl"
+    results.write_text(json.dumps(_rows("CCO<MoleculeE>")[0]) + "\n")
+    code = main(["eval", "--task", "ligand", str(results), "--structures", str(FIXTURES)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "logos_jax[dock]" in err and "Traceback" not in err
+
+
+def test_dock_store_cuts_a_torn_last_line(tmp_path):
+    pytest.importorskip("rdkit")
+    from logos_jax.eval.design import DockStore
+
+    path = tmp_path / "docked.jsonl"
+    path.write_text(json.dumps({"job": "a", "score": -7.0}) + "\n" + '{"job": "b", "sco')
+    store = DockStore(path)
+    assert list(store.rows) == ["a"]
+    store.add({"job": "b", "score": -6.0})
+    assert [json.loads(line)["job"] for line in path.read_text().splitlines()] == ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def docked(tmp_path_factory):
+    """One real docking run: the crystal ligand re-docked plus two small generated molecules."""
+    pytest.importorskip("rdkit")
+    for package in ("vina", "meeko", "gemmi"):
+        pytest.importorskip(package, reason="docking needs the dock extra: pip install '.[dock]'")
+    from logos_jax.eval.design import design_metrics
+    from logos_jax.eval.docking import Protocol
+
+    work = tmp_path_factory.mktemp("dock")
+    rows = _rows("c1ccccc1CCO<MoleculeE>", "OC(=O)c1ccccc1<MoleculeE>", "C1CC(<MoleculeE>")
+    protocol = Protocol(exhaustiveness=1, seed=1)
+    summary = design_metrics(rows, FIXTURES, work, protocol=protocol, workers=2, progress=False)
+    return rows, work, protocol, summary
+
+
+def test_redocked_crystal_ligand_scores_in_vinas_range_and_finds_its_pose(docked):
+    _, _, _, summary = docked
+    target = summary["targets"][0]
+    # amprenavir in HIV-1 protease: Vina gives about -9 to -12 kcal/mol
+    assert -12.5 <= target["reference_score"] <= -9.0, target
+    assert target["reference_rmsd"] < 2.0, target
+    assert summary["reference_vina_mean"] == -target["reference_score"]
+
+
+def test_design_figures(docked):
+    _, _, _, summary = docked
+    assert summary["valid_count"] == 2 and summary["samples"] == 3 and summary["unique"] == 1.0
+    assert summary["docked_count"] == 2 and summary["dock_failed_count"] == 0
+    # two small fragments bind far worse than the optimised drug: none beats the reference
+    assert 3.0 < summary["vina_median"] < 8.0 and summary["hf"] == 0.0
+    assert 0.0 < summary["qed"] < 1.0 and 1.0 <= summary["sa_score"] <= 10.0
+    assert summary["sa"] == pytest.approx((10 - summary["sa_score"]) / 9)
+    assert summary["protocol"]["exhaustiveness"] == 1 and summary["skipped_inputs"] == 0
+
+
+def test_a_rerun_docks_only_what_is_missing(docked, monkeypatch):
+    from logos_jax.eval import design, docking
+
+    rows, work, protocol, first = docked
+    calls = []
+    real = docking.dock_smiles
+
+    def counting(job):
+        calls.append(job["key"]["smiles"])
+        return real(job)
+
+    monkeypatch.setattr(docking, "dock_smiles", counting)
+    again = design.design_metrics(
+        rows, FIXTURES, work, protocol=protocol, workers=1, progress=False
+    )
+    assert calls == [] and again == first
+    # a run killed while writing: one finished molecule lost, a torn line left behind
+    store = work / "docked.jsonl"
+    lines = store.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["smiles"] != "O=C(O)c1ccccc1"]
+    store.write_text("\n".join(kept) + "\n" + lines[0][:20])
+    third = design.design_metrics(
+        rows, FIXTURES, work, protocol=protocol, workers=1, progress=False
+    )
+    assert calls == ["O=C(O)c1ccccc1"]
+    assert third["docked_count"] == 2
