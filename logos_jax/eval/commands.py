@@ -83,7 +83,7 @@ def format_table(summary: dict) -> str:
         elif isinstance(value, float):
             shown = (
                 f"{100 * value:.2f}%"
-                if 0.0 <= value <= 1.0 and key != "mean_perplexity"
+                if 0.0 <= value <= 1.0 and key not in ("mean_perplexity", "qed", "sa")
                 else f"{value:.4g}"
             )
         else:
@@ -132,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
     table = args.table or (str(Path(args.summary).with_suffix(".md")) if args.summary else None)
     if table:
         from logos_jax.eval.published import markdown_table
+        from logos_jax.files import refuse_overwrite_input
+
+        refuse_overwrite_input(
+            Path(table),
+            {"results": args.results, "--reference": args.reference, "--truth": args.truth},
+        )
 
         atomic_write_text(Path(table), markdown_table(summary))
         print(f"table: {table}", file=sys.stderr)
