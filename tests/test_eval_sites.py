@@ -66,11 +66,14 @@ SITE_2 = (40.0, 0.0, 0.0)
 FAR = [(-2.0, HEX + 10.0, 0.0), (0.0, HEX + 10.0, 0.0), (2.0, HEX + 10.0, 0.0)]  # centre 10 Å away
 
 
-def write_structure(path: Path, *, two_sites: bool, extras: bool = True) -> str:
-    """Residues 0-5 ring site 1, 6-11 ring site 2 (if ``two_sites``), then the 3 FAR residues.
-    Returns the protein sequence."""
+def write_structure(
+    path: Path, *, two_sites: bool, extras: bool = True, chain_b: tuple = ()
+) -> str:
+    """Residues 0-5 ring site 1, 6-11 ring site 2 (if ``two_sites``), then the 3 FAR residues (chain
+    A); ``chain_b``: Cα positions of a chain B. Returns chain A's sequence."""
     cas = _ring(SITE_1) + (_ring(SITE_2) if two_sites else []) + FAR
     atoms = [a for i, ca in enumerate(cas) for a in _alanine("A", i + 1, ca)]
+    atoms += [a for i, ca in enumerate(chain_b) for a in _alanine("B", i + 1, ca)]
     atoms += _hexagon("LG1", 901, SITE_1)
     if two_sites:
         atoms += _hexagon("LG2", 902, SITE_2)
@@ -174,6 +177,22 @@ def test_pockets_rank_by_support_then_logprob_and_top_n_plus_2_reaches_further(t
     ranked = rank_pockets([(SITE_1_RES, -3.0), (SITE_2_RES, -1.0)], residues)
     assert [p.residues for p in ranked] == [tuple(SITE_2_RES), tuple(SITE_1_RES)]  # tie: log-prob
     assert all(isinstance(p, Pocket) and p.support == 1 for p in ranked)
+
+
+def test_a_ligand_bound_to_another_chain_is_not_a_site_of_this_prompt(tmp_path):
+    # site 2's ligand is lined by chain B only; the prompt is chain A
+    ring_b = _ring(SITE_2)
+    sequence = write_structure(tmp_path / "ab.pdb", two_sites=False, chain_b=ring_b)
+    with_ligand = tmp_path / "ab.pdb"
+    atoms = pdbio.PDBFile.read(str(with_ligand)).get_structure(model=1)
+    pdb = pdbio.PDBFile()
+    pdb.set_structure(atoms + struc.array(_hexagon("LG2", 902, SITE_2)))
+    pdb.write(str(with_ligand))
+    assert len(find_ligands(load_structure(with_ligand))) == 2
+    out = evaluate(
+        "pocket-search", rows_for("ab", sequence, [(SITE_1_RES, -1.0)]), structures=tmp_path
+    )
+    assert out["ligand_sites"] == 1 and out["dca_top_n"] == 1.0
 
 
 def test_invalid_samples_predict_nothing_and_unusable_inputs_are_skipped(tmp_path):

@@ -12,8 +12,9 @@ The rule, for each input (a row id naming a structure file, see ``structures.fin
    heavy-atom centroids, each residue weighted by how many of the group's pockets contain it.
 4. Predicted pockets are ranked by how many distinct samples predict them, then by the best log-prob
    (``sum_logprob``, else minus perplexity) among those samples.
-5. With n ligand sites in the structure (``structures.find_ligands``, P2Rank's rules, or the ligand the
-   row names), a site is found at top-k when one of the k best pockets has its centre within
+5. With n ligand sites (``structures.find_ligands``: P2Rank's rules, or the ligand the row names;
+   only those with a heavy atom within ``contact`` Å of the prompt's residues, so a ligand bound to
+   another chain of the file is not asked of a one-chain prompt), a site is found at top-k when one of the k best pockets has its centre within
    ``threshold`` Å (4) of any ligand heavy atom (DCA) / of the ligand's centre (DCC). The success
    rates are found sites / all sites, for k = n and k = n + 2, over all scored inputs (P2Rank's
    ligand-centric counting).
@@ -213,9 +214,13 @@ def site_metrics(
                 raise LogosError("the row has no <ProteinS>…<ProteinE> prompt")
             residues = structure.residues_for(sequence, chain_sequences(structure.path))
             ligand_name = rows_[0].get("ligand")
-            ligands = find_ligands(structure, str(ligand_name) if ligand_name else None)
+            ligands = [
+                ligand
+                for ligand in find_ligands(structure, str(ligand_name) if ligand_name else None)
+                if contact_residues(residues, [ligand], CONTACT_CUTOFF)
+            ]
             if not ligands:
-                raise LogosError("no ligand site in the structure")
+                raise LogosError("no ligand site touches the prompt's protein")
         except LogosError as err:
             skipped.append({"id": row_id, "reason": str(err)})
             continue
