@@ -123,3 +123,23 @@ def test_a_rerun_docks_only_what_is_missing(docked, monkeypatch):
     )
     assert calls == ["O=C(O)c1ccccc1"]
     assert third["docked_count"] == 2
+
+
+def test_reference_bond_orders_from_the_truth_else_the_ccd():
+    pytest.importorskip("rdkit")
+    from rdkit import Chem
+
+    from logos_jax.eval.design import _crystal, reference_atoms, reference_smiles
+    from logos_jax.eval.structures import load_structure
+
+    structure = load_structure(FIXTURES / "1hpv.pdb")
+    ligand = reference_atoms(structure, None)  # the first site: amprenavir (478)
+    amprenavir = "CC(C)CN(C[C@@H](O)[C@H](Cc1ccccc1)NC(=O)O[C@H]1CCOC1)S(=O)(=O)c1ccc(N)cc1"
+    truth = reference_smiles({"groundtruth": f"<MoleculeS>{amprenavir}<MoleculeE>"})
+    assert truth == amprenavir
+    expected = Chem.CanonSmiles(amprenavir)
+    assert Chem.MolToSmiles(_crystal(ligand, truth, structure.path)) == expected
+    # a ground truth that is not this ligand: the CCD entry gives the bond orders
+    assert Chem.MolToSmiles(_crystal(ligand, "CCO", structure.path)) == expected
+    with pytest.raises(LogosError, match="no bond orders"):
+        _crystal(ligand[:10], "CCO", structure.path)

@@ -123,13 +123,28 @@ def _safe_name(target: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", target)
 
 
+def _crystal(ligand: Any, truth_smiles: str | None, path: Path) -> Any:
+    """The crystal ligand with bond orders from the row's SMILES, else from the CCD entry."""
+    from logos_jax.grammar.structure import ligand_smiles
+
+    errors = []
+    if truth_smiles:
+        try:
+            return docking.crystal_ligand(ligand, truth_smiles)
+        except LogosError as err:
+            errors.append(f"ground truth: {err}")
+    try:
+        return docking.crystal_ligand(ligand, ligand_smiles(path, str(ligand.res_name[0])))
+    except LogosError as err:  # GrammarError too
+        errors.append(f"CCD: {err}")
+    raise LogosError("no bond orders for the reference ligand (" + "; ".join(errors) + ")")
+
+
 def prepare_target(
     row: dict[str, Any], structures: Path, protocol: docking.Protocol, work_dir: Path
 ) -> dict[str, Any]:
     """Receptor file, box, reference PDBQT and crystal molecule of one input (``LogosError`` when
     the structure cannot be used)."""
-    from logos_jax.grammar.structure import ligand_smiles
-
     row_id = str(row.get("id"))
     structure = load_structure(find_structure(structures, row_id))
     receptor = work_dir / "receptors" / f"{_safe_name(row_id)}.pdbqt"
@@ -139,8 +154,7 @@ def prepare_target(
     ligand = None
     try:
         ligand = reference_atoms(structure, row.get("ligand"))
-        template = reference_smiles(row) or ligand_smiles(structure.path, str(ligand.res_name[0]))
-        crystal = docking.crystal_ligand(ligand, template)
+        crystal = _crystal(ligand, reference_smiles(row), structure.path)
         target.update(crystal=crystal, reference=docking.crystal_pdbqt(crystal))
     except LogosError as err:
         target["reference_error"] = str(err)
@@ -158,6 +172,7 @@ def run_jobs(
 ) -> None:
     """Dock the jobs not in ``store`` in a process pool, appending each result as it finishes."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
 
@@ -171,9 +186,15 @@ def run_jobs(
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for future in as_completed(pool.submit(docking.dock_smiles, job) for job in todo):
-                store.add(future.result())
-                bar.update()
+            try:
+                for future in as_completed([pool.submit(docking.dock_smiles, j) for j in todo]):
+                    store.add(future.result())
+                    bar.update()
+            except BrokenProcessPool as err:
+                raise LogosError(
+                    f"a docking process died ({err}); finished molecules are kept in "
+                    f"{store.path}: re-run the same command to resume"
+                ) from None
     bar.close()
 
 

@@ -149,6 +149,11 @@ def crystal_ligand(atoms: Any, template_smiles: str) -> Any:
     template = Chem.MolFromSmiles(template_smiles)
     if raw is None or template is None:
         raise LogosError("cannot build the reference ligand (unreadable atoms or template SMILES)")
+    if template.GetNumHeavyAtoms() != raw.GetNumAtoms():
+        raise LogosError(
+            f"the template SMILES has {template.GetNumHeavyAtoms()} heavy atoms, the crystal "
+            f"ligand {raw.GetNumAtoms()}"
+        )
     try:
         mol = AllChem.AssignBondOrdersFromTemplate(template, raw)
     except ValueError as err:
