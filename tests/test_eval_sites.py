@@ -10,7 +10,7 @@ import pytest
 from logos_jax.cli import main
 from logos_jax.errors import LogosError
 from logos_jax.eval import evaluate
-from logos_jax.eval.sites import Pocket, rank_pockets
+from logos_jax.eval.sites import Pocket, leader_clusters, rank_pockets
 from logos_jax.eval.structures import find_ligands, load_structure
 
 struc = pytest.importorskip("biotite.structure")
@@ -193,6 +193,14 @@ def test_a_ligand_bound_to_another_chain_is_not_a_site_of_this_prompt(tmp_path):
         "pocket-search", rows_for("ab", sequence, [(SITE_1_RES, -1.0)]), structures=tmp_path
     )
     assert out["ligand_sites"] == 1 and out["dca_top_n"] == 1.0
+
+
+def test_pocket_merging_does_not_chain():
+    centres = [np.array([x, 0.0, 0.0]) for x in (0.0, 7.0, 14.0)]
+    # the best pocket (at 0) leads; 7 Å joins it; 14 Å is 14 Å from that leader: a new pocket
+    assert leader_clusters(centres, [-1.0, -2.0, -3.0], 8.0) == [[0, 1], [2]]
+    # led from the middle, both neighbours join
+    assert leader_clusters(centres, [-2.0, -1.0, -3.0], 8.0) == [[1, 0, 2]]
 
 
 def test_invalid_samples_predict_nothing_and_unusable_inputs_are_skipped(tmp_path):

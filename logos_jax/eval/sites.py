@@ -7,17 +7,20 @@ The rule, for each input (a row id naming a structure file, see ``structures.fin
 2. Within a sample, residues are clustered by single linkage on their Cα at ``link`` Å (default 10:
    the residues lining one ligand in 1hpv and 1hvr form one cluster at 10 Å, three at 8 Å): each
    cluster is one pocket of that sample (a sample may name several sites).
-3. The pockets of all samples of the input are merged by single linkage on their centres at ``merge``
-   Å (default 8): each group is one predicted pocket. Its centre is the mean of its residues'
-   heavy-atom centroids, each residue weighted by how many of the group's pockets contain it.
+3. The pockets of all samples of the input are merged by leader clustering on their centres: taken
+   from the best sample down (``sum_logprob``, else minus perplexity), a pocket joins the group whose
+   first pocket's centre is nearest and within ``merge`` Å (default 8), else starts a new group (no
+   chaining: a group spans at most 2 × ``merge``). Each group is one predicted pocket. Its centre is
+   the mean of its residues' heavy-atom centroids, each residue weighted by how many of the group's
+   pockets contain it.
 4. Predicted pockets are ranked by how many distinct samples predict them, then by the best log-prob
    (``sum_logprob``, else minus perplexity) among those samples.
 5. With n ligand sites (``structures.find_ligands``: P2Rank's rules, or the ligand the row names;
    only those with a heavy atom within ``contact`` Å of the prompt's residues, so a ligand bound to
-   another chain of the file is not asked of a one-chain prompt), a site is found at top-k when one of the k best pockets has its centre within
-   ``threshold`` Å (4) of any ligand heavy atom (DCA) / of the ligand's centre (DCC). The success
-   rates are found sites / all sites, for k = n and k = n + 2, over all scored inputs (P2Rank's
-   ligand-centric counting).
+   another chain of the file is not asked of a one-chain prompt), a site is found at top-k when one
+   of the k best pockets has its centre within ``threshold`` Å (4) of any ligand heavy atom (DCA) /
+   of the ligand's centre (DCC). The success rates are found sites / all sites, for k = n and
+   k = n + 2, over all scored inputs (P2Rank's ligand-centric counting).
 
 Residue precision / recall / F1 / MCC stay as secondary figures: truth = the prompt's residues with a
 heavy atom within ``contact`` Å (4, P2Rank's ligand–protein contact distance) of a site ligand; each
@@ -79,6 +82,24 @@ def _weighted_centre(counts: dict[int, int], residues: list[Residue]) -> np.ndar
     return (weights[:, None] * centroids).sum(axis=0) / weights.sum()
 
 
+def leader_clusters(
+    centres: list[np.ndarray], scores: list[float], cutoff: float
+) -> list[list[int]]:
+    """Indices of ``centres`` grouped by leader clustering, best ``scores`` first (ties: input
+    order): each joins the group whose leader is nearest and within ``cutoff``, else leads a new one."""
+    order = sorted(range(len(centres)), key=lambda i: -scores[i])
+    leaders: list[int] = []
+    groups: list[list[int]] = []
+    for i in order:
+        dist = [float(np.linalg.norm(centres[i] - centres[lead])) for lead in leaders]
+        if dist and min(dist) <= cutoff:
+            groups[int(np.argmin(dist))].append(i)
+        else:
+            leaders.append(i)
+            groups.append([i])
+    return groups
+
+
 def rank_pockets(
     samples: list[tuple[list[int], float]],
     residues: list[Residue],
@@ -92,9 +113,9 @@ def rank_pockets(
         pockets += [(number, group) for group in sample_pockets(indices, residues, link)]
     if not pockets:
         return []
-    centres = np.array([_weighted_centre(dict.fromkeys(g, 1), residues) for _, g in pockets])
+    centres = [_weighted_centre(dict.fromkeys(g, 1), residues) for _, g in pockets]
     ranked = []
-    for members in single_linkage(centres, merge):
+    for members in leader_clusters(centres, [samples[n][1] for n, _ in pockets], merge):
         counts: dict[int, int] = {}
         for m in members:
             for i in pockets[m][1]:
