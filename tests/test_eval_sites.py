@@ -236,6 +236,9 @@ def test_real_complex_1hpv_chain_a_contacts_find_the_site():
     # chain A lines half of the dimer's site: its centre is 1.8 Å from the nearest ligand atom
     # but 4.7 Å from the ligand's centre
     assert out["dca_top_n"] == 1.0 and out["dcc_top_n"] == 0.0
+    assert out["per_input"] == [
+        {"id": "1hpv", "ligands": ["478"], "pockets": 1, "top_n_dca": [1.81]}
+    ]
 
 
 def test_cli_writes_summary_and_markdown_table(tmp_path, capsys):

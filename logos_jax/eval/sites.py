@@ -171,6 +171,8 @@ class InputSites:
     found_n: dict[str, int]
     found_n_extra: dict[str, int]
     residue: dict[str, float]
+    pockets: int = 0
+    top_n_dca: tuple[float | None, ...] = ()  # per ligand: the closest top-n centre (Å)
 
 
 def score_input(
@@ -197,6 +199,8 @@ def score_input(
         found_sites(pockets, ligands, n, threshold),
         found_sites(pockets, ligands, n + EXTRA_POCKETS, threshold),
         residue,
+        len(pockets),
+        tuple(min((dca(p.centre, lig) for p in pockets[:n]), default=None) for lig in ligands),
     )
 
 
@@ -227,6 +231,7 @@ def site_metrics(
     totals = {"ligands": 0, "dca_n": 0, "dcc_n": 0, "dca_n2": 0, "dcc_n2": 0}
     residue_totals = dict.fromkeys(("precision", "recall", "f1", "mcc"), 0.0)
     scored = 0
+    per_input: list[dict[str, Any]] = []
     for row_id, rows_ in groups.items():
         try:
             structure = load_structure(find_structure(structures, row_id))
@@ -255,6 +260,14 @@ def site_metrics(
             totals[f"{key}_n2"] += result.found_n_extra[key]
         for name, value in result.residue.items():
             residue_totals[name] += value
+        per_input.append(
+            {
+                "id": row_id,
+                "ligands": [lig.name for lig in ligands],
+                "pockets": result.pockets,
+                "top_n_dca": [None if d is None else round(d, 2) for d in result.top_n_dca],
+            }
+        )
 
     sites = totals["ligands"]
     out.update(scored_inputs=scored, ligand_sites=sites)
@@ -271,5 +284,6 @@ def site_metrics(
         success_threshold=threshold,
         skipped_inputs=len(skipped),
         skipped=skipped,
+        per_input=per_input,
     )
     return out
