@@ -319,7 +319,10 @@ def evaluate(
     if task in CHEMISTRY_TASKS:
         require_rdkit(task)
     if structures is not None and task != "pocket-search":
-        raise LogosError(f"--structures scores pocket-search, not {task}")
+        raise LogosError(
+            f"structures score pocket-search here, not {task}; ligand docking is "
+            "eval.design.design_metrics (logos eval --task ligand --structures DIR)"
+        )
     rows = list(rows)
     if isinstance(truth, str | Path):
         truth = load_truth(truth)
