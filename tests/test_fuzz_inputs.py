@@ -838,3 +838,90 @@ def test_sft_example_truncated_to_nothing_is_refused(tmp_path, residue_tok):
         make_sft_source(data, tok, batch_size=2, seq_len=16, seed=0, sharding=None)
     source = make_sft_source(data, tok, batch_size=2, seq_len=64, seed=0, sharding=None)
     assert len(source.rows) == 2
+
+
+# ------------------------------------------------------------------------------ training runs
+
+TINY_RUN = [
+    "model.num_layers=2",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_heads=2",
+    "model.num_kv_heads=1",
+    "model.head_dim=16",
+    "model.vocab_size=64",
+    "batch_size=8",
+    "seq_len=16",
+    "data=synthetic",
+    "tensorboard=false",
+    "checkpoint_every=1",
+    "log_every=1",
+]
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_shapes_are_checked(tmp_path, capsys, monkeypatch):
+    from logos_jax.train.checkpointing import TrainCheckpointer
+
+    run = tmp_path / "run"
+    base = ["train", "--config", "tiny", f"run_dir={run}", *TINY_RUN, "keep_checkpoints=3"]
+    rc, err = cli([*base, "steps=2"], capsys)
+    assert rc == 0, err[-2000:]
+    # Damage the newest checkpoint's array files: it is skipped for the previous one.
+    for blob in (run / "checkpoints" / "2" / "params").rglob("d/*"):
+        if blob.is_file():
+            blob.write_bytes(b"\0" * 7)
+    rc, err = cli([*base, "steps=3"], capsys)
+    assert rc == 0, err[-2000:]
+    assert "checkpoints/2 is corrupt" in err and "steps 1 -> 3" in err
+    # A garbled metadata file is skipped too.
+    (run / "checkpoints" / "3" / "meta" / "metadata").write_text("{garbled")
+    rc, err = cli([*base, "steps=4"], capsys)
+    assert rc == 0 and "checkpoints/3 is corrupt" in err and "steps 2 -> 4" in err, err[-2000:]
+    # A step whose arrays fail while restoring falls back to the previous committed step.
+    restore = TrainCheckpointer._restore
+
+    def failing(self, step, layout, source):
+        if step == 4:
+            raise ValueError("OUT_OF_RANGE: byte range not valid")
+        return restore(self, step, layout, source)
+
+    monkeypatch.setattr(TrainCheckpointer, "_restore", failing)
+    rc, err = cli([*base, "steps=5"], capsys)
+    assert rc == 0 and "checkpoints/4 cannot be restored" in err, err[-2000:]
+    assert "steps 2 -> 5" in err or "steps 3 -> 5" in err, err[-2000:]
+    monkeypatch.undo()
+    # Another model shape on the same run_dir is refused, not ignored.
+    rc, err = cli([*base, "steps=5", "model.num_layers=3"], capsys)
+    one_line_error(rc, err, "num_layers=2 -> 3")
+
+
+def test_init_from_with_a_corpus_of_another_tokenizer_is_refused(tmp_path, capsys, residue_tok):
+    from logos_jax.tokenizer import bundled_tokenizer_path
+
+    source = tmp_path / "mols.smi"
+    source.write_text("CCO\nCCN\n")
+    corpus = tmp_path / "corpus"
+    assert (
+        cli(["data", "build", "--config", data_config(tmp_path, source), "--out", corpus], capsys)[
+            0
+        ]
+        == 0
+    )
+    qwen = bundled_tokenizer_path("qwen3")
+    model = fake_model_folder(tmp_path / "qwen", qwen if qwen.is_dir() else qwen.parent, 200000)
+    argv = ["train", "--config", "tiny", f"run_dir={tmp_path / 'run'}", f"init_from={model}"]
+    rc, err = cli([*argv, f"data={corpus}", "steps=1"], capsys)
+    one_line_error(rc, err, "another tokenizer", "shared tokens have other ids")
+
+
+def test_clean_train_error_prints_no_background_traceback(tmp_path):
+    argv = ["train", "--config", "tiny", f"run_dir={tmp_path / 'run'}", "init_from=/nope"]
+    done = subprocess.run(
+        [sys.executable, "-m", "logos_jax.cli", *argv, "data=synthetic", "steps=1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert "error: /nope: no such checkpoint folder" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]

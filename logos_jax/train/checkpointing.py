@@ -11,6 +11,7 @@ sharded target, so a run saved on one mesh resumes on another.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from logos_jax.errors import LogosError
 from logos_jax.train.step import StateLayout, TrainState
 
 COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
@@ -53,6 +55,28 @@ def committed_steps(directory: Path) -> list[int]:
     )
 
 
+def _unreadable(step_dir: Path) -> str | None:
+    """Why a committed step folder cannot be a checkpoint (missing or garbled metadata), or None."""
+    for item in ITEMS:
+        if not (step_dir / item).is_dir():
+            return f"no {item}/"
+    files = [step_dir / "meta" / "metadata", step_dir / "params" / "_METADATA"]
+    files.append(step_dir / "opt_state" / "_METADATA")
+    for path in files:
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return f"{path.relative_to(step_dir)}: {type(err).__name__}"
+    from logos_jax.checkpoint import params_metadata
+
+    for item in ("params", "opt_state"):
+        try:
+            params_metadata(step_dir / item)
+        except Exception as err:  # any reader failure on a damaged file
+            return f"{item}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+    return None
+
+
 class TrainCheckpointer:
     """Save / restore ``TrainState`` + data-source state for one run directory."""
 
@@ -65,10 +89,38 @@ class TrainCheckpointer:
             cleanup_tmp_directories=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
+        # Orbax cleans old temporary folders in a background thread; an error raised before the
+        # first save (init_from=/nope) would end the interpreter under it and print its traceback
+        # after the one-line error. Finish that clean-up now (a directory listing).
+        await_cleanup = getattr(self.manager, "_maybe_await_cleanup_tmp_directory", None)
+        if await_cleanup is not None:
+            await_cleanup()
 
     def latest_step(self) -> int | None:
-        steps = committed_steps(self.directory)
-        return steps[-1] if steps else None
+        """The newest committed step whose metadata reads back (a corrupt one is skipped, warned)."""
+        for step in reversed(committed_steps(self.directory)):
+            problem = _unreadable(self.directory / str(step))
+            if problem is None:
+                return step
+            print(
+                f"warning: checkpoint {self.directory / str(step)} is corrupt ({problem}); "
+                f"using the previous committed one{self._set_aside(step)}",
+                file=sys.stderr,
+            )
+        return None
+
+    def _set_aside(self, step: int) -> str:
+        """Rename a corrupt step folder (kept for inspection) so this run can save that step again
+        (Orbax never overwrites an existing step). Returns the note for the warning."""
+        if jax.process_index() != 0:
+            return ""
+        target = self.directory / f"{step}.corrupt"
+        n = 1
+        while target.exists():
+            target, n = self.directory / f"{step}.corrupt-{n}", n + 1
+        (self.directory / str(step)).rename(target)
+        self.manager.reload()
+        return f"; moved to {target.name}"
 
     def save(self, state: TrainState, source: Any, config: dict[str, Any]) -> None:
         """Start saving ``state`` at its step (returns once the arrays are copied off the devices)."""
@@ -91,7 +143,32 @@ class TrainCheckpointer:
         )
 
     def restore(self, step: int, layout: StateLayout, source: Any) -> TrainState:
-        """Restore ``step`` onto ``layout`` (any mesh) and rewind ``source`` to its saved state."""
+        """Restore ``step`` onto ``layout`` (any mesh) and rewind ``source`` to its saved state.
+
+        A step that fails to restore (a corrupt file) falls back to the previous committed step,
+        with a warning; the returned state's ``step`` says which one was restored."""
+        candidates = [s for s in reversed(committed_steps(self.directory)) if s <= step] or [step]
+        errors = []
+        for candidate in candidates:
+            try:
+                return self._restore(candidate, layout, source)
+            except Exception as err:  # any reader failure on a damaged file: try an older step
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                errors.append(f"step {candidate}: {reason[:300]}")
+                note = (
+                    self._set_aside(candidate) if (self.directory / str(candidate)).is_dir() else ""
+                )
+                print(
+                    f"warning: checkpoint {self.directory / str(candidate)} cannot be restored "
+                    f"({reason[:300]}); trying the previous committed one{note}",
+                    file=sys.stderr,
+                )
+        raise LogosError(
+            f"no checkpoint in {self.directory} can be restored ({'; '.join(errors)}); "
+            "fix: delete the damaged step folders, or start a new run_dir"
+        )
+
+    def _restore(self, step: int, layout: StateLayout, source: Any) -> TrainState:
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(

@@ -30,6 +30,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.print_config:
         return 0
+    check_resume_shape(config)
+    check_init_from_tokenizer(config)
     from logos_jax.train.loop import run_training
 
     summary = run_training(config)
@@ -58,3 +60,82 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keys", action="store_true", help="list every valid config key and exit")
     parser.set_defaults(func=_run)
+
+
+# Model fields that fix the parameters' shapes (the vocabulary follows the data's tokenizer).
+SHAPE_FIELDS = (
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "intermediate_size",
+    "qk_norm",
+    "tie_embeddings",
+)
+
+
+def check_resume_shape(config) -> None:
+    """A run_dir that holds checkpoints resumes its own model: a config asking for another shape
+    (``model.num_layers=4`` on a 2-layer run) is refused instead of silently ignored."""
+    from pathlib import Path
+
+    from logos_jax.config import load_model_config
+    from logos_jax.errors import LogosError
+    from logos_jax.train.checkpointing import committed_steps
+
+    run_dir = Path(config.run_dir)
+    if not (run_dir / "model_config.yaml").is_file() or not committed_steps(
+        run_dir / "checkpoints"
+    ):
+        return
+    saved = load_model_config(run_dir / "model_config.yaml")
+    if config.init_from:
+        wanted = {k: v for k, v in config.model_overrides.items() if k in SHAPE_FIELDS}
+    else:
+        model = config.model_config()
+        wanted = {k: getattr(model, k) for k in SHAPE_FIELDS}
+    changed = [
+        f"{k}={getattr(saved, k)} -> {v}" for k, v in wanted.items() if getattr(saved, k) != v
+    ]
+    if changed:
+        raise LogosError(
+            f"{run_dir} holds checkpoints of another model shape ({', '.join(changed)}); "
+            "fix: resume with the run's model settings, or start a new run_dir "
+            f"(init_from={run_dir} to start from its weights)"
+        )
+
+
+def check_init_from_tokenizer(config) -> None:
+    """``init_from`` weights and a built corpus must share token ids: every token the two
+    tokenizers both hold has the same id (the corpus may add new ids past the model's; those rows
+    are grown). Otherwise training would silently learn from scrambled ids."""
+    from pathlib import Path
+
+    from logos_jax.errors import LogosError
+    from logos_jax.tokenizer import LogosTokenizer
+
+    corpus = Path(config.data)
+    if (
+        not config.init_from
+        or config.mode != "pretrain"
+        or not (corpus / "manifest.json").is_file()
+    ):
+        return
+    init = Path(config.init_from)
+    if not (init / "tokenizer.json").is_file():
+        return
+    from logos_jax.data.corpus import read_manifest
+
+    tok_dir = corpus / read_manifest(corpus)["tokenizer"].get("dir", "tokenizer")
+    if not (tok_dir / "tokenizer.json").is_file():
+        return
+    model_vocab = LogosTokenizer.load(init).tokenizer.get_vocab(with_added_tokens=True)
+    data_vocab = LogosTokenizer.load(tok_dir).tokenizer.get_vocab(with_added_tokens=True)
+    moved = [t for t, i in data_vocab.items() if t in model_vocab and model_vocab[t] != i]
+    if moved:
+        raise LogosError(
+            f"data={corpus} was tokenized with another tokenizer than init_from={init}: "
+            f"{len(moved)} shared tokens have other ids (e.g. {moved[0]!r}); fix: build the corpus "
+            f"with tokenizer: {init} in the data config"
+        )
