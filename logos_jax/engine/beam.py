@@ -164,7 +164,7 @@ def beam_search(
     if own is None:
         engine.pool.give_back(prefilled.pages)
         raise RuntimeError("the KV page pool is too small for this many beams")
-    width = pages_for(n + max_new + page_size, page_size)
+    width = engine.max_pages
     table = np.full((num_beams, width), SCRATCH_PAGE, np.int32)
     for b in range(num_beams):
         pages = shared + own[b * region : (b + 1) * region]

@@ -10,14 +10,14 @@ state) and yields each request's completions as soon as its last sample finishes
    its completions.
 2. **Decode.** ``Programs.decode`` runs up to ``steps_per_call`` steps over all slots and returns
    early once enough rows have finished to be worth refilling. Before each call the driver gives
-   every active row the pages it may fill, and passes only the page-table prefix that covers the
-   longest live row (rounded up to a power of two), so attention costs what is in the cache.
+   every active row the pages it may fill; attention loops over page blocks only up to the
+   longest live row, so it costs what is in the cache, not ``max_new_tokens``.
 3. **Collection.** Finished rows are read back, their pages freed, their slots reused.
 
-The number of compiled programs is fixed per job: one admission program, one decode program per
-page-count bucket (at most log2 of the longest sequence in pages), one prefill program per
-(chunk, page-count) bucket. A sample's tokens depend only on its prompt, seed and sample index,
-never on which slot it ran in or what ran beside it.
+The number of compiled programs is fixed per job: one admission program, one decode program,
+one prefill program per prompt-chunk length (powers of two up to ``prefill_chunk``). A sample's
+tokens depend only on its prompt, seed and sample index, never on which slot it ran in or what
+ran beside it.
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ class Engine:
     ``num_slots``: rows decoded together. ``page_size``: tokens per KV page. ``num_pages``: the
     pool's size (default: enough for every slot's longest possible sequence plus the prompts in
     flight, so no row ever waits for memory). ``steps_per_call``: decode steps per device call.
+    ``block_pages``: pages attention reads per loop step (see ``paged_attention``).
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class Engine:
         max_prompt_len: int = 1024,
         num_pages: int | None = None,
         steps_per_call: int = 16,
+        block_pages: int = 8,
         prefill_chunk: int = 256,
         constraint: Constraint | None = None,
         full_perplexity: bool = False,
@@ -159,8 +161,10 @@ class Engine:
         self.constraint = constraint
         self.full_perplexity = full_perplexity
         max_new = self.sampling.max_new_tokens
-        # A row may run one call past its last token before the driver sees it stop.
+        # A row may run one call past its last token before the driver sees it stop; page tables
+        # are whole blocks of ``block_pages`` (the unit attention reads).
         self.max_pages = pages_for(max_prompt_len + max_new + steps_per_call, page_size)
+        self.max_pages = -(-self.max_pages // block_pages) * block_pages
         if num_pages is None:
             per_row = pages_for(max_new + steps_per_call, page_size) + 1
             num_pages = 1 + self.num_slots * (per_row + pages_for(max_prompt_len, page_size))
@@ -175,6 +179,7 @@ class Engine:
             full_perplexity,
             mesh,
             rules,
+            block_pages,
         )
         self.max_prompt_len = max_prompt_len
         self._num_pages = num_pages
@@ -220,10 +225,9 @@ class Engine:
             targets = np.full((chunk,), -1, np.int32)
             nxt = prompt[start + 1 : start + real + 1]
             targets[: len(nxt)] = nxt
-            n_read = bucket(pages_for(start + real, page_size), self.max_pages)
-            read = np.zeros((n_read,), np.int32)
-            read[: min(n_read, len(table))] = table[:n_read]
-            self.compiled_shapes.add(("prefill", chunk, n_read))
+            read = np.zeros((self.max_pages,), np.int32)
+            read[: len(table)] = table
+            self.compiled_shapes.add(("prefill", chunk))
             k, v, logits, lp = self._prefill_program(
                 self.params,
                 self.state.k,
@@ -343,7 +347,7 @@ class Engine:
             table = self._page_table(rows)
             pending = bool(waiting or open_prompts)
             refill_at = max(1, self.num_slots // 8) if pending else self.num_slots + 1
-            self.compiled_shapes.add(("decode", table.shape[1]))
+            self.compiled_shapes.add(("decode",))
             self.state = self._decode_program(
                 self.params,
                 self.state,
@@ -371,13 +375,11 @@ class Engine:
                 row.own.extend(pages)
 
     def _page_table(self, rows: list[_Row | None]) -> np.ndarray:
-        """``[slots, n]`` page tables, ``n`` the bucketed page count of the longest row."""
-        longest = max(len(r.pages) for r in rows if r is not None)
-        n = bucket(longest, self.max_pages)
-        table = np.full((self.num_slots, n), SCRATCH_PAGE, np.int32)
+        """``[slots, max_pages]`` page tables (scratch where a row has no page)."""
+        table = np.full((self.num_slots, self.max_pages), SCRATCH_PAGE, np.int32)
         for slot, row in enumerate(rows):
             if row is not None:
-                table[slot, : len(row.pages)] = row.pages[:n]
+                table[slot, : len(row.pages)] = row.pages
         return table
 
     def _collect(

@@ -50,6 +50,7 @@ class Programs:
     full_perplexity: bool = False
     mesh: Mesh | None = None
     rules: Rules = DEFAULT_RULES
+    block_pages: int = 8
 
     @property
     def model(self) -> Decoder:
@@ -65,6 +66,30 @@ class Programs:
     def constrain_pages(self, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.constrain(k, PAGE_AXES), self.constrain(v, PAGE_AXES)
 
+    def paged(
+        self,
+        k: jax.Array,
+        v: jax.Array,
+        write_page: jax.Array,
+        positions: jax.Array,
+        page_table: jax.Array,
+        last_position: jax.Array,
+    ) -> PagedKV:
+        """Page addressing for tokens at ``positions`` ``[rows, seq]``; attention reads the page
+        blocks up to ``last_position`` [], the furthest position any row reaches in this call."""
+        page_size = k.shape[3]
+        block = self.block_pages * page_size
+        return PagedKV(
+            k,
+            v,
+            write_page,
+            positions % page_size,
+            positions,
+            page_table,
+            last_position // block + 1,
+            self.block_pages,
+        )
+
     # ----- prefill -----
     def prefill(
         self,
@@ -74,17 +99,16 @@ class Programs:
         tokens: jax.Array,
         positions: jax.Array,
         write_page: jax.Array,
-        read_pages: jax.Array,
+        page_table: jax.Array,
         last: jax.Array,
         targets: jax.Array,
     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """One prompt chunk: tokens, positions, write_page ``[1, chunk]`` (padding writes to the
-        scratch page), read_pages ``[1, n]``, ``last`` [] index of the chunk's last real token,
-        targets ``[1, chunk]`` the next prompt token of each position (-1 = none).
+        scratch page), page_table ``[1, max_pages]``, ``last`` [] index of the chunk's last real
+        token, targets ``[1, chunk]`` the next prompt token of each position (-1 = none).
 
         Returns (k, v, logits at ``last`` ``[vocab]``, summed log-prob of the targets [])."""
-        page_size = k.shape[3]
-        kv = PagedKV(k, v, write_page, positions % page_size, positions, read_pages)
+        kv = self.paged(k, v, write_page, positions, page_table, positions[0, last])
         hidden, kv = self.model.apply(
             {"params": params}, tokens, positions, kv=kv, return_hidden=True
         )
@@ -187,12 +211,13 @@ class Programs:
         pos: jax.Array,
         page_table: jax.Array,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Run one token per row: token, pos ``[rows]``; page_table ``[rows, n]`` is the prefix of
-        the rows' page tables that covers every live position. Returns (k, v, logits ``[rows,
-        vocab]``), the token's key/value written at ``pos`` in its row's pages."""
+        """Run one token per row: token, pos ``[rows]``; page_table ``[rows, max_pages]`` (idle rows:
+        all scratch). Returns (k, v, logits ``[rows, vocab]``), the token's key/value written at
+        ``pos`` in its row's pages."""
         page_size = k.shape[3]
         page = jnp.take_along_axis(page_table, (pos // page_size)[:, None], axis=1)
-        kv = PagedKV(k, v, page, (pos % page_size)[:, None], pos[:, None], page_table)
+        live = jnp.any(page_table != 0, axis=1)
+        kv = self.paged(k, v, page, pos[:, None], page_table, jnp.max(jnp.where(live, pos, 0)))
         hidden, kv = self.model.apply(
             {"params": params}, token[:, None], pos[:, None], kv=kv, return_hidden=True
         )
@@ -210,8 +235,9 @@ class Programs:
         *,
         steps: int,
     ) -> EngineState:
-        """Up to ``steps`` decode steps of every active slot (page_table ``[slots, n]``); returns
-        early once ``refill_at`` [] rows have finished or none is active."""
+        """Up to ``steps`` decode steps of every active slot (page_table ``[slots, max_pages]``, with
+        room for ``steps`` more tokens per row); returns early once ``refill_at`` [] rows have
+        finished or none is active."""
         max_new = self.sampling.max_new_tokens
         stop_ids = jnp.asarray(self.stop_ids or (-1,), jnp.int32)
         rows = page_table.shape[0]

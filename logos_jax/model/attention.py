@@ -8,11 +8,24 @@ row's queries read (see ``logos_jax.engine`` for who fills it).
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec
+
+from logos_jax.errors import LogosError
+from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
 
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+# Up to this many query rows per KV head (decode: the GQA group), paged attention multiplies and
+# reduces instead of calling a matmul: a matrix-vector product that XLA fuses with the page gather.
+GEMV_ROWS = 8
+
+
+def f32(x: jax.Array) -> jax.Array:
+    return x.astype(jnp.float32)
 
 
 def dot_product_attention(
@@ -60,6 +73,153 @@ def segment_mask(
     return (same & causal)[:, None, None, :, :]
 
 
+# ----- Training / prefill attention over packed segments: one entry point, three kernels -----
+
+IMPLEMENTATIONS = ("xla", "flash", "auto")
+SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides seq is the splash block along q and kv
+
+
+def resolve_implementation(implementation: str, platform: str, dtype: jnp.dtype, seq: int) -> str:
+    """The kernel that ``implementation`` runs on ``platform`` (``cpu`` / ``gpu`` / ``tpu``):
+    ``xla`` (``dot_product_attention``), ``splash`` (the Pallas TPU flash kernel shipped with JAX;
+    on CPU in Pallas interpret mode, which is slow and meant for tests) or ``cudnn`` (cuDNN flash
+    attention). ``auto``: splash on TPU when ``seq`` is a multiple of 128, cuDNN on GPU for
+    16-bit compute, otherwise xla."""
+    if implementation not in IMPLEMENTATIONS:
+        raise LogosError(f"attention={implementation!r} is not one of {IMPLEMENTATIONS}")
+    if implementation == "xla":
+        return "xla"
+    flash = implementation == "flash"
+    if platform == "gpu":
+        if jnp.dtype(dtype).itemsize == 2:
+            return "cudnn"
+        if flash:
+            raise LogosError("attention=flash on GPU (cuDNN) needs compute_dtype bfloat16/float16")
+        return "xla"
+    if seq % SPLASH_BLOCKS[-1]:
+        if flash:
+            raise LogosError(f"attention=flash needs seq_len a multiple of 128, got {seq}")
+        return "xla"
+    return "splash" if platform == "tpu" or flash else "xla"
+
+
+def _splash_kernel(heads: int, seq: int, interpret: bool):
+    """A causal splash kernel for ``heads`` query heads over ``seq`` positions (per example)."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    block = next(b for b in SPLASH_BLOCKS if seq % b == 0)
+    sizes = splash.BlockSizes(
+        block_q=block,
+        block_kv=block,
+        block_kv_compute=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_kv_dkv_compute=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
+    mask = splash.MultiHeadMask([splash.CausalMask((seq, seq))] * heads)
+    return splash.make_splash_mha(
+        mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
+    )
+
+
+def splash_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    segment_ids: jax.Array,
+    dtype: jnp.dtype,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+    *,
+    interpret: bool = False,
+) -> jax.Array:
+    """``segment_attention`` with the Pallas splash kernel (GQA: each kv head serves its group of
+    query heads; segment ids mask across documents; never a ``[seq, seq]`` array in memory).
+
+    On a ``mesh`` the kernel runs per device under ``shard_map``: batch over the batch axes, heads
+    over ``tensor`` when it divides both the query and the kv heads (else heads stay whole).
+    """
+    batch, seq, heads, hd = q.shape
+    q = (q * hd**-0.5).astype(dtype).transpose(0, 2, 1, 3)  # [batch, heads, seq, head_dim]
+    k, v = k.astype(dtype), v.astype(dtype)
+
+    def local(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array) -> jax.Array:
+        from jax.experimental.pallas.ops.tpu.splash_attention import SegmentIds
+
+        kernel = _splash_kernel(q.shape[1], seq, interpret)
+        one = lambda q, k, v, s: kernel(q, k, v, segment_ids=SegmentIds(s, s))  # noqa: E731
+        return jax.vmap(one)(q, k, v, seg)
+
+    if mesh is not None:
+        q_spec = logical_to_spec(("batch", "q_heads", None, None), q.shape, mesh, rules)
+        kv_spec = logical_to_spec(("batch", "kv_heads", None, None), k.shape, mesh, rules)
+        if q_spec[1] != kv_spec[1]:  # a split that would separate a kv head from its queries
+            q_spec = kv_spec = PartitionSpec(q_spec[0], None, None, None)
+        local = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(q_spec, kv_spec, kv_spec, PartitionSpec(q_spec[0], None)),
+            out_specs=q_spec,
+            check_vma=False,
+        )
+    out = local(q, k, v, segment_ids)
+    return out.transpose(0, 2, 1, 3).reshape(batch, seq, heads * hd).astype(dtype)
+
+
+def nn_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    segment_ids: jax.Array,
+    dtype: jnp.dtype,
+    implementation: str = "cudnn",
+) -> jax.Array:
+    """``segment_attention`` through ``jax.nn.dot_product_attention`` (``implementation="cudnn"``:
+    cuDNN flash attention, which skips the masked upper triangle; GQA natively; the documents of a
+    packed row are separated by a ``[batch, 1, seq, seq]`` bool mask)."""
+    batch, seq, heads, hd = q.shape
+    k, v = (t.transpose(0, 2, 1, 3).astype(dtype) for t in (k, v))  # [batch, seq, kv_heads, hd]
+    same = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    out = jax.nn.dot_product_attention(
+        q.astype(dtype), k, v, mask=same, is_causal=True, implementation=implementation
+    )
+    return out.reshape(batch, seq, heads * hd).astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionKernel:
+    """Training / prefill attention: which implementation (``IMPLEMENTATIONS``) and the mesh it
+    runs on (the platform is the mesh's, so an ahead-of-time compile for TPU picks the TPU kernel)."""
+
+    implementation: str = "xla"
+    mesh: Mesh | None = None
+    rules: Rules = DEFAULT_RULES
+
+    def __call__(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, dtype: jnp.dtype
+    ) -> jax.Array:
+        """Causal attention within packed segments: q ``[batch, seq, heads, head_dim]`` (unscaled,
+        after RoPE), k, v ``[batch, kv_heads, seq, head_dim]``, segment_ids ``[batch, seq]`` int32
+        (0 = padding, which attends to padding only). Returns ``[batch, seq, heads * head_dim]``."""
+        platform = (
+            jax.default_backend() if self.mesh is None else self.mesh.devices.flat[0].platform
+        )
+        kind = resolve_implementation(self.implementation, platform, dtype, q.shape[1])
+        if kind == "splash":
+            interpret = platform == "cpu"
+            return splash_attention(
+                q, k, v, segment_ids, dtype, self.mesh, self.rules, interpret=interpret
+            )
+        if kind == "cudnn":
+            return nn_attention(q, k, v, segment_ids, dtype)
+        index = jnp.arange(q.shape[1])
+        return dot_product_attention(
+            q, k, v, segment_mask(segment_ids, segment_ids, index, index), dtype
+        )
+
+
 @flax.struct.dataclass
 class PagedKV:
     """Every layer's keys and values in fixed-size pages, plus one model call's page addressing.
@@ -68,8 +228,10 @@ class PagedKV:
     idle rows write there; nothing reads it unmasked). For the call's tokens ``[batch, seq]``:
     ``write_page`` / ``write_offset`` say where each new key/value goes, ``positions`` are the
     tokens' positions in their sequence (a row's sequence is laid out in its pages in order, position
-    ``p`` at page ``read_pages[row, p // page_size]``, offset ``p % page_size``), and ``read_pages``
-    ``[batch, pages_read]`` is the prefix of each row's page table that its queries attend over.
+    ``p`` at page ``page_table[row, p // page_size]``, offset ``p % page_size``). ``page_table``
+    ``[batch, max_pages]`` (a multiple of ``block_pages`` wide) lists each row's pages; attention
+    reads its first ``num_blocks`` blocks of ``block_pages`` pages, a count the caller sets from
+    the longest live row.
     """
 
     k: jax.Array
@@ -77,22 +239,30 @@ class PagedKV:
     write_page: jax.Array
     write_offset: jax.Array
     positions: jax.Array
-    read_pages: jax.Array
-
-    @property
-    def page_size(self) -> int:
-        return self.k.shape[3]
+    page_table: jax.Array
+    num_blocks: jax.Array
+    block_pages: int = flax.struct.field(pytree_node=False, default=8)
 
     def attend(
         self, layer: jax.Array | int, q: jax.Array, k: jax.Array, v: jax.Array, dtype: jnp.dtype
     ) -> tuple[jax.Array, PagedKV]:
         """Write this call's k, v ``[batch, seq, kv_heads, head_dim]`` into ``layer``'s pages (in
         place when the pages are a loop carry or donated), then attend q ``[batch, seq, heads,
-        head_dim]`` over the pages in ``read_pages``. Returns ``[batch, seq, heads * head_dim]``."""
+        head_dim]`` over the row's pages. Returns ``[batch, seq, heads * head_dim]``."""
         idx = (layer, self.write_page, slice(None), self.write_offset)
         k_pages = self.k.at[idx].set(k.astype(self.k.dtype))
         v_pages = self.v.at[idx].set(v.astype(self.v.dtype))
-        out = paged_attention(q, k_pages, v_pages, layer, self.read_pages, self.positions, dtype)
+        out = paged_attention(
+            q,
+            k_pages,
+            v_pages,
+            layer,
+            self.page_table,
+            self.positions,
+            self.num_blocks,
+            self.block_pages,
+            dtype,
+        )
         return out, self.replace(k=k_pages, v=v_pages)
 
 
@@ -101,24 +271,63 @@ def paged_attention(
     k_pages: jax.Array,
     v_pages: jax.Array,
     layer: jax.Array | int,
-    read_pages: jax.Array,
+    page_table: jax.Array,
     positions: jax.Array,
+    num_blocks: jax.Array,
+    block_pages: int,
     dtype: jnp.dtype,
 ) -> jax.Array:
     """Causal attention of q ``[batch, seq, heads, head_dim]`` at ``positions`` ``[batch, seq]`` over
-    the pages ``read_pages`` ``[batch, n]`` of ``layer`` in k/v_pages ``[layers, pages, kv_heads,
-    page_size, head_dim]``.
+    ``layer``'s pages in k/v_pages ``[layers, pages, kv_heads, page_size, head_dim]``.
 
-    Gathers only the ``n`` pages each row reads (``n`` is the caller's bucket of the longest row),
-    so the cost follows what is in the cache, not its capacity.
+    A loop over the first ``num_blocks`` blocks of ``block_pages`` columns of ``page_table``
+    ``[batch, max_pages]`` with an online softmax (flash-decoding): each step gathers one block of
+    pages per row, so the cost follows the longest live row, not the cache's capacity, and no
+    temporary is larger than a block. Returns ``[batch, seq, heads * head_dim]`` in ``dtype``.
     """
-    batch, n = read_pages.shape
-    kv_heads, page_size, hd = k_pages.shape[2:]
+    batch, seq, heads, hd = q.shape
+    kv_heads, page_size = k_pages.shape[2], k_pages.shape[3]
+    group = heads // kv_heads
+    width = block_pages * page_size
+    rows = group * seq
+    qh = q.reshape(batch, seq, kv_heads, group, hd).transpose(0, 2, 3, 1, 4)
+    qh = qh.reshape(batch, kv_heads, rows, hd).astype(dtype)
+    q_pos = jnp.broadcast_to(positions[:, None, :], (batch, group, seq)).reshape(batch, 1, rows, 1)
 
-    def gather(pages: jax.Array) -> jax.Array:  # -> [batch, kv_heads, n * page_size, head_dim]
-        rows = pages[layer, read_pages].transpose(0, 2, 1, 3, 4)
-        return rows.reshape(batch, kv_heads, n * page_size, hd)
+    def gather(pages: jax.Array, cols: jax.Array) -> jax.Array:  # [batch, kv_heads, width, hd]
+        block = pages[layer, cols].transpose(0, 2, 1, 3, 4)
+        return block.reshape(batch, kv_heads, width, hd).astype(dtype)
 
-    kv_pos = jnp.arange(n * page_size)
-    mask = (kv_pos[None, None, :] <= positions[:, :, None])[:, None, None]
-    return dot_product_attention(q, gather(k_pages), gather(v_pages), mask, dtype)
+    def body(j, carry):
+        top, total, acc = carry
+        cols = jax.lax.dynamic_slice_in_dim(page_table, j * block_pages, block_pages, axis=1)
+        keys, values = gather(k_pages, cols), gather(v_pages, cols)
+        if rows <= GEMV_ROWS:  # decode: a few query rows; multiply-reduce fuses the page gather
+            scores = jnp.sum(f32(qh)[:, :, :, None] * f32(keys)[:, :, None], axis=-1)
+        else:
+            scores = jnp.einsum("bkqd,bktd->bkqt", qh, keys, preferred_element_type=jnp.float32)
+        kv_pos = j * width + jnp.arange(width)
+        scores = jnp.where(kv_pos <= q_pos, scores * (hd**-0.5), MASK_VALUE)
+        new_top = jnp.maximum(top, jnp.max(scores, axis=-1, keepdims=True))
+        weights = jnp.exp(scores - new_top)
+        rescale = jnp.exp(top - new_top)
+        total = total * rescale + jnp.sum(weights, axis=-1, keepdims=True)
+        if rows <= GEMV_ROWS:
+            pv = jnp.sum(weights[..., None] * f32(values)[:, :, None], axis=-2)
+        else:
+            pv = jnp.einsum(
+                "bkqt,bktd->bkqd",
+                weights.astype(dtype),
+                values,
+                preferred_element_type=jnp.float32,
+            )
+        return new_top, total, acc * rescale + pv
+
+    init = (
+        jnp.full((batch, kv_heads, rows, 1), MASK_VALUE, jnp.float32),
+        jnp.zeros((batch, kv_heads, rows, 1), jnp.float32),
+        jnp.zeros((batch, kv_heads, rows, hd), jnp.float32),
+    )
+    _, total, acc = jax.lax.fori_loop(0, num_blocks, body, init)
+    out = (acc / total).astype(dtype).reshape(batch, kv_heads, group, seq, hd)
+    return out.transpose(0, 3, 1, 2, 4).reshape(batch, seq, heads * hd)
