@@ -143,3 +143,15 @@ def test_reference_bond_orders_from_the_truth_else_the_ccd():
     assert Chem.MolToSmiles(_crystal(ligand, "CCO", structure.path)) == expected
     with pytest.raises(LogosError, match="no bond orders"):
         _crystal(ligand[:10], "CCO", structure.path)
+
+
+def test_receptor_leaves_out_waters_ligands_and_modified_residues():
+    pytest.importorskip("meeko", reason="docking needs the dock extra: pip install '.[dock]'")
+    from logos_jax.eval.docking import receptor_pdbqt
+    from logos_jax.eval.structures import load_structure
+
+    # 1hvr has CSO (a modified Cys, whose meeko template would be downloaded), XK2 and waters
+    pdbqt = receptor_pdbqt(load_structure(FIXTURES / "1hvr.pdb").atoms)
+    names = {line[17:20] for line in pdbqt.splitlines() if line.startswith("ATOM")}
+    assert names and not names & {"CSO", "XK2", "HOH"}
+    assert " HD" in pdbqt  # polar hydrogens were added for Vina's donors

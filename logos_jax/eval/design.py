@@ -171,6 +171,7 @@ def run_jobs(
     jobs: list[dict[str, Any]], store: DockStore, workers: int, progress: bool = True
 ) -> None:
     """Dock the jobs not in ``store`` in a process pool, appending each result as it finishes."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
@@ -185,7 +186,9 @@ def run_jobs(
             store.add(docking.dock_smiles(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: the caller may hold threads (JAX, tqdm) whose locks a fork would copy
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
             try:
                 for future in as_completed([pool.submit(docking.dock_smiles, j) for j in todo]):
                     store.add(future.result())

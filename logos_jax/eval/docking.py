@@ -4,10 +4,10 @@ Needs the ``dock`` extra (``vina``, ``meeko``, ``gemmi``, ``scipy``) plus RDKit 
 ``chem`` extra); without them ``require_docking`` names the extra to install. The protocol (every
 number lands in the summary):
 
-* **receptor**: the structure's amino-acid residues only (waters, ions, ligands and cofactors
-  removed), model 1, first altloc; hydrogens are dropped and re-added by meeko's residue templates
-  (``Polymer.from_pdb_string``; a residue no template matches is deleted), Gasteiger charges, written
-  as rigid PDBQT. Tautomers and protonation are meeko's template defaults (neutral His as HID).
+* **receptor**: the structure's standard amino-acid residues only (waters, ions, ligands, cofactors
+  and modified residues such as CSO / MSE removed), model 1, first altloc; hydrogens are dropped and
+  re-added by meeko's residue templates (``Polymer.from_pdb_string``; a residue no template matches
+  is deleted), Gasteiger charges, written as rigid PDBQT. Tautomers and protonation are meeko's template defaults (neutral His as HID).
 * **generated ligand**: RDKit SMILES → explicit hydrogens → one ETKDGv3 conformer (the docking seed)
   → MMFF94 minimisation → meeko ``MoleculePreparation`` → PDBQT (all rotatable bonds free).
 * **reference ligand**: the crystal ligand's heavy atoms with bond orders from a template SMILES,
@@ -29,6 +29,12 @@ import numpy as np
 
 from logos_jax.errors import LogosError, missing_extra
 
+# Residue names meeko's default templates know. Anything else (modified residues such as CSO or MSE)
+# is left out of the receptor: meeko would try to download its template from the PDB.
+STANDARD_RESIDUES = frozenset(
+    "ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL "  # noqa: SIM905
+    "HID HIE HIP CYX ASH GLH LYN".split()
+)
 DOCK_PACKAGES = ("vina", "meeko", "gemmi", "scipy")
 
 
@@ -80,12 +86,11 @@ def box_around(coords: np.ndarray, margin: float) -> Box:
 
 
 def receptor_pdbqt(atoms: Any) -> str:
-    """Rigid receptor PDBQT of a structure's amino-acid residues (see the module docstring)."""
-    import biotite.structure as struc
+    """Rigid receptor PDBQT of a structure's standard amino-acid residues (module docstring)."""
     import biotite.structure.io.pdb as pdbio
     from meeko import MoleculePreparation, PDBQTWriterLegacy, Polymer, ResidueChemTemplates
 
-    protein = atoms[struc.filter_amino_acids(atoms)]
+    protein = atoms[np.isin(atoms.res_name, sorted(STANDARD_RESIDUES))]
     protein = protein[(protein.element != "H") & (protein.element != "D")]
     protein.hetero[:] = False
     pdb = pdbio.PDBFile()
