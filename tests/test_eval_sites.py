@@ -195,6 +195,22 @@ def test_a_ligand_bound_to_another_chain_is_not_a_site_of_this_prompt(tmp_path):
     assert out["ligand_sites"] == 1 and out["dca_top_n"] == 1.0
 
 
+def test_the_ligand_named_in_the_input_row_is_the_only_site(tmp_path):
+    structures = tmp_path / "s"
+    structures.mkdir()
+    sequence = write_structure(structures / "two.pdb", two_sites=True)
+    inputs = (
+        tmp_path / "inputs.jsonl"
+    )  # the sampling input file: output rows do not repeat `ligand`
+    inputs.write_text(json.dumps({"id": "two", "text": "...", "ligand": "LG2"}) + "\n")
+    rows = rows_for("two", sequence, [(SITE_2_RES, -1.0)])
+    out = evaluate("pocket-search", rows, structures=structures, truth=inputs)
+    assert out["ligand_sites"] == 1 and out["dca_top_n"] == 1.0
+    assert out["per_input"][0]["ligands"] == ["LG2"]
+    named_in_row = [{**r, "ligand": "LG1"} for r in rows]
+    assert evaluate("pocket-search", named_in_row, structures=structures)["dca_top_n"] == 0.0
+
+
 def test_pocket_merging_does_not_chain():
     centres = [np.array([x, 0.0, 0.0]) for x in (0.0, 7.0, 14.0)]
     # the best pocket (at 0) leads; 7 Å joins it; 14 Å is 14 Å from that leader: a new pocket

@@ -21,7 +21,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--truth",
         default=None,
-        help="JSONL of {id, groundtruth|pocket} when the result rows carry no ground truth",
+        help="JSONL of {id, groundtruth|pocket, ligand} (e.g. the sampling input file) for what the "
+        "result rows lack: ground truth, and with --structures the ligand's residue name",
     )
     parser.add_argument(
         "--rank-by",
@@ -150,11 +151,12 @@ def _dock(args: argparse.Namespace, rows: list[dict], path) -> dict:
 
     from logos_jax.eval.design import design_metrics
     from logos_jax.eval.docking import Protocol
-    from logos_jax.eval.metrics import load_reference, require_rdkit
+    from logos_jax.eval.metrics import load_input_rows, load_reference, require_rdkit
 
     require_rdkit("ligand")
     protocol = Protocol(args.exhaustiveness, args.seed, args.box, args.box_margin)
     reference = load_reference(args.reference, "ligand") if args.reference else None
+    inputs = load_input_rows(args.truth) if args.truth else None
     work_dir = Path(args.dock_dir) if args.dock_dir else path.with_name(path.name + ".dock")
     summary = design_metrics(
         rows,
@@ -163,6 +165,7 @@ def _dock(args: argparse.Namespace, rows: list[dict], path) -> dict:
         protocol=protocol,
         reference=reference,
         workers=args.workers,
+        inputs=inputs,
     )
     return {"task": "ligand", **summary}
 

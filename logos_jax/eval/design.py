@@ -219,8 +219,12 @@ def design_metrics(
     reference: set | None = None,
     workers: int | None = None,
     progress: bool = True,
+    inputs: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Docking figures of ligand-design output rows plus validity / uniqueness / novelty."""
+    """Docking figures of ligand-design output rows plus validity / uniqueness / novelty.
+
+    ``inputs``: ``id -> input row`` supplying ``ligand`` / ``groundtruth`` fields the output rows
+    lack (``--truth`` with the sampling input file)."""
     from logos_jax.eval.metrics import _group, _validity, generation_metrics
 
     docking.require_docking()
@@ -240,7 +244,8 @@ def design_metrics(
     targets, skipped, jobs = {}, [], []
     for row_id, rows_ in groups.items():
         try:
-            target = prepare_target(rows_[0], structures, protocol, work_dir)
+            row = {**(inputs or {}).get(row_id, {}), **rows_[0]}
+            target = prepare_target(row, structures, protocol, work_dir)
         except LogosError as err:
             skipped.append({"id": row_id, "reason": str(err)})
             continue

@@ -284,8 +284,9 @@ def pocket_metrics(
     return out
 
 
-def load_truth(path: str | Path) -> dict[str, Any]:
-    """``id -> ground truth`` from a JSONL with ``id`` and ``groundtruth`` (or ``pocket``) fields."""
+def load_input_rows(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``id -> row`` of a JSONL whose rows carry an ``id`` (a ground-truth file, or the sampling
+    input file: ``groundtruth``, ``pocket``, ``ligand``...)."""
     path = Path(path)
     if not path.is_file():
         raise LogosError(f"{path}: ground-truth file not found")
@@ -294,11 +295,21 @@ def load_truth(path: str | Path) -> dict[str, Any]:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if "id" not in row:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LogosError(f"{path}:{number}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict) or "id" not in row:
                 raise LogosError(f"{path}:{number}: a ground-truth row needs an 'id'")
-            out[str(row["id"])] = row.get("groundtruth", row.get("pocket"))
+            out[str(row["id"])] = row
     return out
+
+
+def load_truth(path: str | Path) -> dict[str, Any]:
+    """``id -> ground truth`` from a JSONL with ``id`` and ``groundtruth`` (or ``pocket``) fields."""
+    return {
+        k: row.get("groundtruth", row.get("pocket")) for k, row in load_input_rows(path).items()
+    }
 
 
 def evaluate(
@@ -324,8 +335,10 @@ def evaluate(
             "eval.design.design_metrics (logos eval --task ligand --structures DIR)"
         )
     rows = list(rows)
+    inputs = None
     if isinstance(truth, str | Path):
-        truth = load_truth(truth)
+        inputs = load_input_rows(truth)
+        truth = {k: r.get("groundtruth", r.get("pocket")) for k, r in inputs.items()}
     if isinstance(reference, str | Path):
         reference = load_reference(reference, task)
     if task == "retro":
@@ -335,7 +348,7 @@ def evaluate(
     elif task == "pocket-search" and structures is not None:
         from logos_jax.eval.sites import site_metrics
 
-        out = site_metrics(rows, structures)
+        out = site_metrics(rows, structures, inputs=inputs)
     elif task == "pocket-search":
         out = pocket_metrics(rows, truth)
     elif task == "free":

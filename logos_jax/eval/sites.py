@@ -211,8 +211,12 @@ def site_metrics(
     link: float = LINK_CUTOFF,
     merge: float = MERGE_CUTOFF,
     threshold: float = SUCCESS_THRESHOLD,
+    inputs: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Structure-level binding-site figures of pocket-search output rows (see the module docstring).
+
+    ``inputs``: ``id -> input row``, where a ``ligand`` residue name is looked up when the output
+    rows do not carry one (``--truth`` with the sampling input file).
 
     Inputs whose structure is missing, whose protein matches no chain, or without a ligand site are
     skipped; ``skipped`` lists them with the reason.
@@ -239,7 +243,7 @@ def site_metrics(
             if sequence is None:
                 raise LogosError("the row has no <ProteinS>…<ProteinE> prompt")
             residues = structure.residues_for(sequence, chain_sequences(structure.path))
-            ligand_name = rows_[0].get("ligand")
+            ligand_name = rows_[0].get("ligand") or (inputs or {}).get(row_id, {}).get("ligand")
             ligands = [
                 ligand
                 for ligand in find_ligands(structure, str(ligand_name) if ligand_name else None)
