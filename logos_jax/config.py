@@ -153,6 +153,13 @@ class ModelConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any], *, source: str = "config.json") -> ModelConfig:
         """Build from an HF ``config.json`` dict (transformers 4 or 5 layout)."""
+        try:
+            return cls._from_hf(hf, source=source)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as err:
+            raise LogosError(f"{source}: a value has the wrong type or shape ({err})") from None
+
+    @classmethod
+    def _from_hf(cls, hf: dict[str, Any], *, source: str) -> ModelConfig:
         if not isinstance(hf, dict):
             raise LogosError(f"{source}: expected a JSON object")
         archs = hf.get("architectures") or [hf.get("model_type", "?")]
@@ -272,11 +279,16 @@ class ModelConfig:
 def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON file; a LogosError naming the file if it is missing or malformed."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LogosError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise LogosError(f"{path}: not valid JSON ({err})") from None
+    except IsADirectoryError:
+        raise LogosError(f"{path}: is a folder, expected a JSON file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise LogosError(f"{path}: not valid JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise LogosError(f"{path}: expected a JSON object at the top level")
+    return data
 
 
 def find_preset(kind: str, name: str) -> Path:
@@ -298,11 +310,14 @@ def find_preset(kind: str, name: str) -> Path:
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LogosError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise LogosError(f"{path}: not valid YAML ({err})") from None
+    except IsADirectoryError:
+        raise LogosError(f"{path}: is a folder, expected a YAML file") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise LogosError(f"{path}: not valid YAML ({type(err).__name__}: {reason})") from None
     if not isinstance(data, dict):
         raise LogosError(f"{path}: expected a mapping at the top level")
     return data

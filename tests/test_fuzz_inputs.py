@@ -925,3 +925,75 @@ def test_clean_train_error_prints_no_background_traceback(tmp_path):
     assert done.returncode == 2
     assert "error: /nope: no such checkpoint folder" in done.stderr
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------ hostile files, every command
+
+HOSTILE = {
+    "empty": b"",
+    "binary": bytes(range(256)) * 4,
+    "bad-utf8": b"\xff\xfe\xfa not text \xc3\n",
+    "json-list": b"[1, 2, 3]\n",
+    "json-null": b"null\n",
+    "json-types": b'{"architectures": 5, "vocab_size": "x", "hidden_size": null, "sources": 3}\n',
+    "deep": b"[" * 10000,
+    "yaml-tab": b"a:\n\t- b: [\n",
+}
+
+
+def _hostile_argv(kind: str, path: Path, tmp_path: Path) -> list:
+    folder = tmp_path / "folder"
+    folder.mkdir(exist_ok=True)
+    for name in ("config.json", "model.safetensors", "model_config.yaml", "tokenizer.json"):
+        (folder / name).write_bytes(path.read_bytes())
+    (folder / "params").mkdir(exist_ok=True)
+    (folder / "manifest.json").write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    return {
+        "tokenizer-train": [
+            "tokenizer",
+            "train",
+            "--input",
+            path,
+            "--out",
+            out,
+            "--vocab-size",
+            "40",
+        ],
+        "tokenizer-check": ["tokenizer", "check", path],
+        "tokenizer-add-tags": ["tokenizer", "add-tags", folder, out],
+        "data-build": ["data", "build", "--config", path.with_suffix(".yaml"), "--out", out],
+        "data-info": ["data", "info", folder],
+        "train-config": ["train", "--config", path.with_suffix(".yaml"), "--print-config"],
+        "hf2jax": ["convert", "hf2jax", folder, out],
+        "jax2hf": ["convert", "jax2hf", folder, out],
+        "contacts": ["grammar", "contacts", path, "--ligand", "XK2"],
+        "eval": ["eval", "--task", "retro", path],
+    }[kind]
+
+
+@pytest.mark.parametrize("content", sorted(HOSTILE))
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "tokenizer-train",
+        "tokenizer-check",
+        "tokenizer-add-tags",
+        "data-build",
+        "data-info",
+        "train-config",
+        "hf2jax",
+        "jax2hf",
+        "contacts",
+        "eval",
+    ],
+)
+def test_every_command_on_hostile_files(tmp_path, capsys, kind, content):
+    path = tmp_path / "input.txt"
+    path.write_bytes(HOSTILE[content])
+    path.with_suffix(".yaml").write_bytes(HOSTILE[content])
+    rc, err = cli(_hostile_argv(kind, path, tmp_path), capsys)
+    assert path.read_bytes() == HOSTILE[content]
+    if rc != 0:
+        one_line_error(rc, err)
+    assert not list(tmp_path.glob(".out.tmp-*"))  # no stray temporary folder

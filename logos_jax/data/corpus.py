@@ -117,9 +117,9 @@ def read_manifest(corpus_dir: str | Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise LogosError(
-            f"{path}: corrupt corpus manifest ({err}); fix: rebuild the corpus"
+            f"{path}: corrupt corpus manifest ({type(err).__name__}); fix: rebuild the corpus"
         ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         raise LogosError(
