@@ -35,8 +35,13 @@ def public_mode(path: str | Path, *, directory: bool = False) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling + rename (readers never see half a file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise LogosError(f"{path} is a folder; expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise writable_error(path, err) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -47,6 +52,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable_error(path: str | Path, err: OSError) -> LogosError:
+    """The one-line error for an output that cannot be created (read-only, a file as a folder...)."""
+    return LogosError(f"cannot write {path}: {err.strerror or err}")
+
+
+def make_dir(path: str | Path) -> Path:
+    """``mkdir -p`` for an output folder; a LogosError when it cannot be created."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise writable_error(path, err) from None
+    return path
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -73,7 +93,13 @@ def refuse_overwrite_input(output: str | Path, inputs: dict[str, str | Path | No
 
 def temp_dir_beside(target: Path) -> Path:
     """A new temporary folder beside ``target`` named ``.<name>.tmp-<pid>-<random>``."""
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    make_dir(target.parent)
+    try:
+        return Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
+        )
+    except OSError as err:
+        raise writable_error(target, err) from None
 
 
 def _alive(pid: int) -> bool:

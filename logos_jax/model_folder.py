@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from logos_jax.errors import LogosError
-from logos_jax.files import public_mode, remove_stale_temps, temp_dir_beside
+from logos_jax.files import make_dir, public_mode, remove_stale_temps, temp_dir_beside
 
 MODEL_CONFIG = "model_config.yaml"
 PARAMS = "params"
@@ -45,7 +45,7 @@ def atomic_folder(out_dir: str | Path) -> Iterator[Path]:
     out_dir = Path(out_dir).absolute()
     if out_dir.exists():
         raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir.parent)
     for stale in remove_stale_temps(out_dir):
         print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
     tmp = temp_dir_beside(out_dir)

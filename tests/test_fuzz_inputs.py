@@ -997,3 +997,58 @@ def test_every_command_on_hostile_files(tmp_path, capsys, kind, content):
     if rc != 0:
         one_line_error(rc, err)
     assert not list(tmp_path.glob(".out.tmp-*"))  # no stray temporary folder
+
+
+# ------------------------------------------------------------------------------ hostile output paths
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-folder"])
+@pytest.mark.parametrize(
+    "kind", ["tokenizer-train", "eval", "encode", "data-build", "hf2jax", "train"]
+)
+def test_outputs_that_cannot_be_written_are_one_error(tmp_path, capsys, residue_tok, kind, where):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me\n")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    out = blocker / "sub" if where == "under-a-file" else folder
+    text = tmp_path / "t.txt"
+    text.write_text("CCO\n<ProteinS>MKT<ProteinE>\n")
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps({"id": "1", "sample": 0, "completion": "x"}) + "\n")
+    source = tmp_path / "m.smi"
+    source.write_text("CCO\n")
+    argv = {
+        "tokenizer-train": [
+            "tokenizer",
+            "train",
+            "--input",
+            text,
+            "--out",
+            out,
+            "--vocab-size",
+            "40",
+        ],
+        "eval": ["eval", "--task", "free", results, "--summary", out],
+        "encode": ["grammar", "encode", "--layout", "molecule", "--input", source, "--output", out],
+        "data-build": [
+            "data",
+            "build",
+            "--config",
+            data_config(tmp_path, source),
+            "--out",
+            out / "c",
+        ],
+        "hf2jax": ["convert", "hf2jax", tmp_path, out / "m" if where == "under-a-file" else out],
+        "train": ["train", "--config", "tiny", f"run_dir={out / 'run'}", "--print-config"],
+    }[kind]
+    if kind == "train" and where == "a-folder":
+        return  # a run_dir that exists is a resume
+    if kind in ("tokenizer-train", "data-build") and where == "a-folder":
+        return  # writing into an existing empty folder is allowed
+    rc, err = cli(argv, capsys)
+    if kind == "train":
+        rc, err = cli([*argv[:-1], "steps=1", "data=synthetic"], capsys)
+    one_line_error(rc, err)
+    assert blocker.read_text() == "keep me\n" and list(folder.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -58,6 +58,7 @@ from logos_jax.data.corpus import (
 )
 from logos_jax.data.sources import FORMATS, RawRecord, read_source, structure_record
 from logos_jax.errors import LogosError
+from logos_jax.files import make_dir
 from logos_jax.grammar.chem import SMILES_CHECKS, smiles_checker
 from logos_jax.validate import check_fields, check_ranges, check_value
 
@@ -620,8 +621,7 @@ def _finish(
 
 def build_corpus(config: BuildConfig, out_dir: str | Path, *, workers: int | None = None) -> dict:
     """Build (or resume building) ``config`` into ``out_dir``; returns the manifest."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out_dir)
     # What the output depends on: the config without ``workers`` (any worker count gives the same bytes).
     stamp = {
         "config": {k: v for k, v in config.raw.items() if k != "workers"},

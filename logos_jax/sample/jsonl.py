@@ -77,7 +77,10 @@ def resume(path: Path) -> set[str]:
 
 
 def _rewrite(path: Path, lines: Iterable[str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise LogosError(f"cannot rewrite {path} to drop its torn rows: {err.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(lines)

@@ -30,6 +30,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.print_config:
         return 0
+    from logos_jax.files import make_dir
+
+    make_dir(config.run_dir)
     check_resume_shape(config)
     check_init_from_tokenizer(config)
     from logos_jax.train.loop import run_training
