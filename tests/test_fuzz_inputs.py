@@ -1056,3 +1056,52 @@ def test_outputs_that_cannot_be_written_are_one_error(tmp_path, capsys, residue_
     one_line_error(rc, err)
     assert blocker.read_text() == "keep me\n" and list(folder.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------------------ sampling jobs
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, residue_tok):
+    import jax
+
+    from logos_jax.checkpoint import save_model
+    from logos_jax.model import init_params
+
+    tok = LogosTokenizer.load(residue_tok)
+    config = ModelConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        eos_token_id=tok.eos_ids[0],
+        pad_token_id=tok.pad_id,
+        bos_token_id=tok.bos_id,
+    )
+    params = init_params(config, jax.random.key(0))
+    root = tmp_path_factory.mktemp("tiny_model")
+    return save_model(root / "model", config, params, tokenizer_dir=residue_tok)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\xff\xfe\x00\x01binary\n\x00\x00\n",
+        b'{"test_input": null}\n{"test_input": 5}\n[1]\nnot json\n',
+        b'{"test_input": "<MoleculeS>CCO<Bogus><ReverseReact>"}\n',
+    ],
+)
+def test_sample_with_no_usable_row_fails_and_writes_nothing(tmp_path, capsys, tiny_model, content):
+    rows = tmp_path / "in.jsonl"
+    rows.write_bytes(content)
+    out = tmp_path / "out.jsonl"
+    argv = ["sample", "--task", "retro", "--ckpt", tiny_model, "--input", rows, "--out", out]
+    rc, err = cli([*argv, "--no-progress", "--max-new-tokens", "4"], capsys)
+    one_line_error(rc, err)
+    assert rows.read_bytes() == content
+    assert not out.exists() or out.read_bytes() == b""

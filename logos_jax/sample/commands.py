@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
         f"{len(report.bad_rows)} bad row(s) skipped -> {args.out}",
         file=sys.stderr,
     )
-    if report.bad_rows and not (report.written or report.already_done):
-        raise LogosError(f"nothing sampled: every input row of {args.input} was rejected")
+    if args.input and not (report.written or report.already_done):
+        what = "every input row was rejected" if report.bad_rows else "it holds no row"
+        raise LogosError(f"nothing sampled from {args.input}: {what}")
     return 0
 
 
