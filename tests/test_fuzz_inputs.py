@@ -644,9 +644,8 @@ def _state(pid: int) -> str | None:
     return next(x.split()[1] for x in text.splitlines() if x.startswith("State:"))
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
-def test_build_workers_exit_when_the_build_is_killed(tmp_path):
-    import signal
+def _start_build_with_workers(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A ``data build`` in a child process with 2 spawned workers: (process, worker pids)."""
     import time
 
     source = tmp_path / "mols.smi"
@@ -656,17 +655,43 @@ def test_build_workers_exit_when_the_build_is_killed(tmp_path):
         [sys.executable, "-m", "logos_jax.cli", "data", "build", "--config", str(config)]
         + ["--out", str(tmp_path / "corpus")],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    workers: list[int] = []
+    deadline = time.time() + 60
+    while time.time() < deadline and len(workers) < 2 and build.poll() is None:
+        time.sleep(0.2)
+        children = Path(f"/proc/{build.pid}/task/{build.pid}/children")
+        found = [int(p) for p in children.read_text().split()] if children.exists() else []
+        # spawn workers run spawn_main (the resource tracker is a child too)
+        workers = [p for p in found if "spawn_main" in _cmdline(p)]
+    return build, workers
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_a_dead_build_worker_is_one_error(tmp_path):
+    import signal
+
+    build, workers = _start_build_with_workers(tmp_path)
     try:
-        workers: list[int] = []
-        deadline = time.time() + 60
-        while time.time() < deadline and len(workers) < 2:
-            time.sleep(0.2)
-            children = Path(f"/proc/{build.pid}/task/{build.pid}/children")
-            found = [int(p) for p in children.read_text().split()] if children.exists() else []
-            # spawn workers are python processes; the resource tracker is one too
-            workers = [p for p in found if "spawn_main" in _cmdline(p)]
+        assert len(workers) >= 2, "the build never started its workers"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = build.communicate(timeout=120)
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert build.returncode == 2, err[-2000:]
+    assert "a worker process of the fuzz build died" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_build_workers_exit_when_the_build_is_killed(tmp_path):
+    import signal
+    import time
+
+    build, workers = _start_build_with_workers(tmp_path)
+    try:
         assert len(workers) >= 2, "the build never started its workers"
     finally:
         build.send_signal(signal.SIGKILL)

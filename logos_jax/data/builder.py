@@ -23,6 +23,7 @@ the reason; they never stop the build.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import hashlib
 import itertools
@@ -533,6 +534,11 @@ def _run_chunks(
                     )
                     drain(2 * workers)
         drain(0)
+    except concurrent.futures.process.BrokenProcessPool:
+        raise LogosError(
+            f"a worker process of the {config.name} build died (killed, or out of memory); "
+            "finished chunks are kept: rerun the same command to resume"
+        ) from None
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
