@@ -1130,3 +1130,18 @@ def test_sample_with_no_usable_row_fails_and_writes_nothing(tmp_path, capsys, ti
     one_line_error(rc, err)
     assert rows.read_bytes() == content
     assert not out.exists() or out.read_bytes() == b""
+
+
+def test_contacts_on_a_structure_without_protein(tmp_path, capsys):
+    pytest.importorskip("biotite")
+    pdb = tmp_path / "ligand_only.pdb"
+    pdb.write_text(
+        "HETATM    1  C1  XK2 A   1      10.000  10.000  10.000  1.00  0.00           C\n"
+        "HETATM    2  O1  XK2 A   1      11.200  10.000  10.000  1.00  0.00           O\n"
+        "END\n"
+    )
+    for layout in ("complex2", "pocket"):
+        rc, err = cli(["grammar", "contacts", pdb, "--ligand", "XK2", "--layout", layout], capsys)
+        one_line_error(rc, err, "no protein chain")
+    rc, err = cli(["grammar", "contacts", pdb, "--ligand", "ABC"], capsys)
+    one_line_error(rc, err, "no residue named 'ABC'")
