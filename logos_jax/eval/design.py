@@ -3,8 +3,8 @@
 For each input (a row id naming a holo structure in the structures folder) the reference ligand is the
 row's ``ligand`` residue name, else the first ligand site of ``structures.find_ligands``; its bond
 orders come from the row's ``groundtruth`` SMILES, else the Chemical Component Dictionary. Every
-distinct valid generated SMILES of the input is docked once, and so is the reference (protocol:
-``eval.docking``). Figures:
+distinct valid generated SMILES of the input is docked once, and so is the reference when the
+input has a valid molecule (protocol: ``eval.docking``). Figures:
 
 * ``vina_mean`` / ``vina_median``: −score (kcal/mol, higher is better) over docked (input, molecule)
   pairs;
@@ -251,7 +251,7 @@ def design_metrics(
             continue
         targets[row_id] = target
         common = {"receptor": target["receptor"], "box": target["box"], "protocol": protocol}
-        if target["reference"] is not None:
+        if target["reference"] is not None and molecules.get(row_id):  # else no HF% to compare
             key = {
                 "job": job_id(row_id, REFERENCE, protocol),
                 "target": row_id,
