@@ -1145,3 +1145,23 @@ def test_contacts_on_a_structure_without_protein(tmp_path, capsys):
         one_line_error(rc, err, "no protein chain")
     rc, err = cli(["grammar", "contacts", pdb, "--ligand", "ABC"], capsys)
     one_line_error(rc, err, "no residue named 'ABC'")
+
+
+def test_sample_rerun_after_an_output_torn_inside_a_character(tmp_path, capsys, tiny_model):
+    rows = tmp_path / "in.jsonl"
+    first = {"id": "a", "test_input": "<MoleculeS>CCO<MoleculeE><ReverseReact>"}
+    rows.write_text(json.dumps(first) + "\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["sample", "--task", "retro", "--ckpt", tiny_model, "--input", rows, "--out", out]
+    argv += ["--no-progress", "--max-new-tokens", "4", "--num-samples", "2", "--batch-size", "4"]
+    rc, err = cli(argv, capsys)
+    assert rc == 0, err[-2000:]
+    done = out.read_bytes()
+    out.write_bytes(done + '{"id": "b", "text": "é'.encode()[:-1])  # a full disk mid-character
+    second = {"id": "b", "test_input": "<MoleculeS>CCN<MoleculeE><ReverseReact>"}
+    rows.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    rc, err = cli(argv, capsys)
+    assert rc == 0, err[-2000:]
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert out.read_bytes().startswith(done)
+    assert sorted((r["id"], r["sample"]) for r in lines) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
