@@ -288,3 +288,14 @@ def test_cli_writes_summary_and_markdown_table(tmp_path, capsys):
 def test_structures_folder_must_exist(tmp_path):
     with pytest.raises(LogosError, match="structures directory not found"):
         evaluate("pocket-search", rows_for("x", "AAA", [([0], -1.0)]), structures=tmp_path / "no")
+
+
+def test_rows_of_the_released_scripts_score_the_same(tmp_path):
+    # the full decoded sequence in `text`, a perplexity, the structure file name as id
+    sequence = write_structure(tmp_path / "one.pdb", two_sites=False)
+    answer = annotated(sequence, set(SITE_1_RES))
+    text = f"<ProteinS>{sequence}<ProteinE><Search><ProteinS>{answer}<ProteinE>"
+    out = evaluate(
+        "pocket-search", [{"id": "one.pdb", "text": text, "perplexity": 1.3}], structures=tmp_path
+    )
+    assert out["valid_count"] == 1 and out["dca_top_n"] == 1.0 and out["skipped"] == []
