@@ -155,3 +155,23 @@ def test_receptor_leaves_out_waters_ligands_and_modified_residues():
     names = {line[17:20] for line in pdbqt.splitlines() if line.startswith("ATOM")}
     assert names and not names & {"CSO", "XK2", "HOH"}
     assert " HD" in pdbqt  # polar hydrogens were added for Vina's donors
+
+
+def test_pocket_box_surrounds_the_crystal_ligand():
+    import numpy as np
+
+    from logos_jax.eval.design import pocket_coords, reference_atoms
+    from logos_jax.eval.docking import box_around
+    from logos_jax.eval.structures import load_structure
+    from logos_jax.grammar.structure import pocket_from_structure
+
+    structure = load_structure(FIXTURES / "1hpv.pdb")
+    prompt = pocket_from_structure(FIXTURES / "1hpv.pdb", "478", chain="A").encode() + "<MoleculeS>"
+    coords = pocket_coords(structure, {"prompt": prompt})
+    box = box_around(coords, 4.0)
+    assert np.allclose(box.size, coords.max(0) - coords.min(0) + 8.0)
+    ligand = reference_atoms(structure, "478").coord
+    low = np.array(box.center) - np.array(box.size) / 2
+    assert (ligand.mean(0) > low).all() and (ligand.mean(0) < low + box.size).all()
+    with pytest.raises(LogosError, match="no <PocketS> residues"):
+        pocket_coords(structure, {"prompt": PROMPT})
