@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from logos_jax.engine.pages import SCRATCH_PAGE, pages_for
-from logos_jax.engine.programs import Programs
+from logos_jax.engine.programs import Programs, copy_pages
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, process_logits
 
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 def beam_loop(
     programs: Programs,
     params: Any,
-    k: jax.Array,
-    v: jax.Array,
+    k: tuple[jax.Array, ...],
+    v: tuple[jax.Array, ...],
     logits: jax.Array,
     seen: jax.Array | None,
     constraint: Constraint | None,
@@ -56,12 +56,12 @@ def beam_loop(
     sampling = programs.sampling
     max_new = sampling.max_new_tokens
     vocab = logits.shape[-1]
-    page_size = k.shape[3]
+    page_size = k[0].shape[2]
     beams = num_beams
     own = table
     first = prompt_len // page_size
-    k = k.at[:, own[:, first]].set(k[:, partial_page][:, None])
-    v = v.at[:, own[:, first]].set(v[:, partial_page][:, None])
+    partial = jnp.full((beams,), partial_page)
+    k, v = copy_pages(k, partial, own[:, first]), copy_pages(v, partial, own[:, first])
     stop_ids = jnp.asarray(programs.stop_ids or (-1,), jnp.int32)
     pad_only = jnp.where(jnp.arange(vocab) == programs.pad_id, 0.0, NEG_INF)
 
@@ -107,8 +107,7 @@ def beam_loop(
         new_table = jnp.where(cols < current, take(c["table"]), own)
         src_page = jnp.take_along_axis(take(c["table"]), current[None, None], axis=1)[:, 0]
         dst_page = own[:, current]
-        k = c["k"].at[:, dst_page].set(c["k"][:, src_page])
-        v = c["v"].at[:, dst_page].set(c["v"][:, src_page])
+        k, v = copy_pages(c["k"], src_page, dst_page), copy_pages(c["v"], src_page, dst_page)
         done, lengths = take(c["done"]), take(c["lengths"])
         raw = jax.nn.log_softmax(take(c["logits"]), axis=-1)
         token_lp = jnp.where(done, 0.0, jnp.take_along_axis(raw, token[:, None], axis=1)[:, 0])

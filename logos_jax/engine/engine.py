@@ -118,6 +118,19 @@ class _Row:
     seq_len: int
 
 
+PAGED_KERNELS = ("auto", "xla", "pallas", "pallas_interpret")
+
+
+def resolve_paged_kernel(kernel: str, mesh: Mesh | None) -> str:
+    """The decode attention kernel ``kernel`` means on this platform (see ``Engine``)."""
+    if kernel not in PAGED_KERNELS:
+        raise ValueError(f"paged_kernel must be one of {PAGED_KERNELS}, got {kernel!r}")
+    if kernel != "auto":
+        return kernel
+    platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
+    return "pallas" if platform in ("gpu", "tpu") else "xla"
+
+
 class Engine:
     """Continuous-batching decode engine (see the module docstring).
 
@@ -125,6 +138,9 @@ class Engine:
     pool's size (default: enough for every slot's longest possible sequence plus the prompts in
     flight, so no row ever waits for memory). ``steps_per_call``: decode steps per device call.
     ``block_pages``: pages attention reads per loop step (see ``paged_attention``).
+    ``paged_kernel``: decode attention, ``"xla"``, ``"pallas"`` (the Pallas paged-attention kernel
+    shipped with JAX), ``"pallas_interpret"`` (the same on CPU, for tests) or ``"auto"`` (Pallas on
+    GPU and TPU, XLA on CPU).
     """
 
     def __init__(
@@ -141,6 +157,7 @@ class Engine:
         num_pages: int | None = None,
         steps_per_call: int = 16,
         block_pages: int = 8,
+        paged_kernel: str = "auto",
         prefill_chunk: int = 256,
         constraint: Constraint | None = None,
         full_perplexity: bool = False,
@@ -180,6 +197,7 @@ class Engine:
             mesh,
             rules,
             block_pages,
+            resolve_paged_kernel(paged_kernel, mesh),
         )
         self.max_prompt_len = max_prompt_len
         self._num_pages = num_pages

@@ -29,6 +29,12 @@ from logos_jax.sample.processors import NEG_INF, SamplingConfig, sample_token
 from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
 
 PROMPT_LOGPROB_CHUNK = 16
+Pages = tuple[jax.Array, ...]  # one [kv_heads, pages, page_size, head_dim] array per layer
+
+
+def copy_pages(pages: Pages, src: jax.Array, dst: jax.Array) -> Pages:
+    """Page ``src[i]`` copied to page ``dst[i]`` in every layer (``[n]`` each)."""
+    return tuple(x.at[:, dst].set(x[:, src]) for x in pages)
 
 
 def lm_head(config: ModelConfig, params: Any, hidden: jax.Array) -> jax.Array:
@@ -40,7 +46,8 @@ def lm_head(config: ModelConfig, params: Any, hidden: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Programs:
-    """What the programs close over: model, sampling settings, stop ids, vocabulary limit, mesh."""
+    """What the programs close over: model, sampling settings, stop ids, vocabulary limit, mesh,
+    and the paged-attention kernel for decode steps (``"xla"``, ``"pallas"``, ``"pallas_interpret"``)."""
 
     config: ModelConfig
     sampling: SamplingConfig
@@ -51,6 +58,7 @@ class Programs:
     mesh: Mesh | None = None
     rules: Rules = DEFAULT_RULES
     block_pages: int = 8
+    paged_kernel: str = "xla"
 
     @property
     def model(self) -> Decoder:
@@ -63,13 +71,15 @@ class Programs:
         spec = logical_to_spec(axes, x.shape, self.mesh, self.rules)
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
-    def constrain_pages(self, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.constrain(k, PAGE_AXES), self.constrain(v, PAGE_AXES)
+    def constrain_pages(self, k: Pages, v: Pages) -> tuple[Pages, Pages]:
+        return tuple(self.constrain(x, PAGE_AXES) for x in k), tuple(
+            self.constrain(x, PAGE_AXES) for x in v
+        )
 
     def paged(
         self,
-        k: jax.Array,
-        v: jax.Array,
+        k: Pages,
+        v: Pages,
         write_page: jax.Array,
         positions: jax.Array,
         page_table: jax.Array,
@@ -77,7 +87,7 @@ class Programs:
     ) -> PagedKV:
         """Page addressing for tokens at ``positions`` ``[rows, seq]``; attention reads the page
         blocks up to ``last_position`` [], the furthest position any row reaches in this call."""
-        page_size = k.shape[3]
+        page_size = k[0].shape[2]
         block = self.block_pages * page_size
         return PagedKV(
             k,
@@ -88,14 +98,15 @@ class Programs:
             page_table,
             last_position // block + 1,
             self.block_pages,
+            self.paged_kernel,
         )
 
     # ----- prefill -----
     def prefill(
         self,
         params: Any,
-        k: jax.Array,
-        v: jax.Array,
+        k: Pages,
+        v: Pages,
         tokens: jax.Array,
         positions: jax.Array,
         write_page: jax.Array,
@@ -177,8 +188,7 @@ class Programs:
             seen=None if s.seen is None else put(s.seen, seen),
             constraint_state=cstate,
         )
-        k = state.k.at[:, copy_dst].set(state.k[:, copy_src])
-        v = state.v.at[:, copy_dst].set(state.v[:, copy_src])
+        k, v = copy_pages(state.k, copy_src, copy_dst), copy_pages(state.v, copy_src, copy_dst)
         return EngineState(*self.constrain_pages(k, v), slots=slots)
 
     # ----- decode -----
@@ -205,8 +215,8 @@ class Programs:
     def step_model(
         self,
         params: Any,
-        k: jax.Array,
-        v: jax.Array,
+        k: Pages,
+        v: Pages,
         token: jax.Array,
         pos: jax.Array,
         page_table: jax.Array,
@@ -214,7 +224,7 @@ class Programs:
         """Run one token per row: token, pos ``[rows]``; page_table ``[rows, max_pages]`` (idle rows:
         all scratch). Returns (k, v, logits ``[rows, vocab]``), the token's key/value written at
         ``pos`` in its row's pages."""
-        page_size = k.shape[3]
+        page_size = k[0].shape[2]
         page = jnp.take_along_axis(page_table, (pos // page_size)[:, None], axis=1)
         live = jnp.any(page_table != 0, axis=1)
         kv = self.paged(k, v, page, pos[:, None], page_table, jnp.max(jnp.where(live, pos, 0)))

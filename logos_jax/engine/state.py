@@ -1,7 +1,7 @@
 """The decode engine's device state: the KV page pool and a fixed table of sample slots.
 
 Everything here is a pytree of arrays with a leading slot axis (``[slots, ...]``) or the page
-pool (``[layers, pages, kv_heads, page_size, head_dim]``); the jitted programs in
+pool (per layer ``[kv_heads, pages, page_size, head_dim]``); the jitted programs in
 ``logos_jax.engine.programs`` take it donated and return it updated in place.
 """
 
@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from logos_jax.config import ModelConfig
 from logos_jax.model.layers import dtype_of
 
-# Logical axes of the page pool (see ``logos_jax.sharding``): rows read any page, so pages are
+# Logical axes of one layer's pages (see ``logos_jax.sharding``): rows read any page, so pages are
 # never split over the batch axes; heads follow the attention weights' tensor split.
-PAGE_AXES = ("layers", None, "kv_heads", None, "head_dim")
+PAGE_AXES = ("kv_heads", None, None, "head_dim")
 
 
 @flax.struct.dataclass
@@ -46,8 +46,8 @@ class Slots:
 
 @flax.struct.dataclass
 class EngineState:
-    k: jax.Array  # [layers, pages, kv_heads, page_size, head_dim]
-    v: jax.Array
+    k: tuple[jax.Array, ...]  # per layer [kv_heads, pages, page_size, head_dim]
+    v: tuple[jax.Array, ...]
     slots: Slots
 
 
@@ -62,7 +62,7 @@ def init_state(
     constraint_state: Any = None,
 ) -> EngineState:
     """Empty pages and idle slots. ``constraint_state``: one row's start state (broadcast to all)."""
-    shape = (config.num_layers, num_pages, config.num_kv_heads, page_size, config.head_dim)
+    shape = (config.num_kv_heads, num_pages, page_size, config.head_dim)
     dtype = dtype_of(config.compute_dtype)
     vocab = config.vocab_size
 
@@ -88,4 +88,9 @@ def init_state(
         seen=jnp.zeros((num_slots, vocab), bool) if track_seen else None,
         constraint_state=cstate,
     )
-    return EngineState(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), slots=slots)
+    layers = range(config.num_layers)
+    return EngineState(
+        k=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        v=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        slots=slots,
+    )

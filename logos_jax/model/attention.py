@@ -80,27 +80,38 @@ SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides seq is the splash bl
 
 
 def resolve_implementation(implementation: str, platform: str, dtype: jnp.dtype, seq: int) -> str:
-    """The kernel that ``implementation`` runs on ``platform`` (``cpu`` / ``gpu`` / ``tpu``):
-    ``xla`` (``dot_product_attention``), ``splash`` (the Pallas TPU flash kernel shipped with JAX;
-    on CPU in Pallas interpret mode, which is slow and meant for tests) or ``cudnn`` (cuDNN flash
-    attention). ``auto``: splash on TPU when ``seq`` is a multiple of 128, cuDNN on GPU for
-    16-bit compute, otherwise xla."""
+    """The kernel that ``implementation`` runs on ``platform`` (``cpu`` / ``tpu`` / ``gpu`` for
+    NVIDIA, see ``device_platform``): ``xla`` (``dot_product_attention``), ``splash`` (the Pallas
+    TPU flash kernel shipped with JAX; on CPU in Pallas interpret mode, which is slow and meant for
+    tests) or ``cudnn`` (cuDNN flash attention). ``auto``: splash on TPU when ``seq`` is a multiple
+    of 128, cuDNN on an NVIDIA GPU for 16-bit compute, otherwise xla."""
     if implementation not in IMPLEMENTATIONS:
         raise LogosError(f"attention={implementation!r} is not one of {IMPLEMENTATIONS}")
+    flash = implementation == "flash"
     if implementation == "xla":
         return "xla"
-    flash = implementation == "flash"
     if platform == "gpu":
         if jnp.dtype(dtype).itemsize == 2:
             return "cudnn"
         if flash:
             raise LogosError("attention=flash on GPU (cuDNN) needs compute_dtype bfloat16/float16")
         return "xla"
+    if platform not in ("tpu", "cpu"):
+        if flash:
+            raise LogosError(f"attention=flash has no kernel on {platform}; use xla or auto")
+        return "xla"
     if seq % SPLASH_BLOCKS[-1]:
         if flash:
             raise LogosError(f"attention=flash needs seq_len a multiple of 128, got {seq}")
         return "xla"
     return "splash" if platform == "tpu" or flash else "xla"
+
+
+def device_platform(device: jax.Device) -> str:
+    """``cpu`` / ``tpu`` / ``gpu`` (NVIDIA, where cuDNN is) or the device's own platform name."""
+    if device.platform == "gpu" and not device.device_kind.upper().startswith("NVIDIA"):
+        return "rocm"
+    return device.platform
 
 
 def _splash_kernel(heads: int, seq: int, interpret: bool):
@@ -203,9 +214,8 @@ class AttentionKernel:
         """Causal attention within packed segments: q ``[batch, seq, heads, head_dim]`` (unscaled,
         after RoPE), k, v ``[batch, kv_heads, seq, head_dim]``, segment_ids ``[batch, seq]`` int32
         (0 = padding, which attends to padding only). Returns ``[batch, seq, heads * head_dim]``."""
-        platform = (
-            jax.default_backend() if self.mesh is None else self.mesh.devices.flat[0].platform
-        )
+        device = jax.devices()[0] if self.mesh is None else self.mesh.devices.flat[0]
+        platform = device_platform(device)
         kind = resolve_implementation(self.implementation, platform, dtype, q.shape[1])
         if kind == "splash":
             interpret = platform == "cpu"
@@ -224,53 +234,72 @@ class AttentionKernel:
 class PagedKV:
     """Every layer's keys and values in fixed-size pages, plus one model call's page addressing.
 
-    k, v ``[layers, pages, kv_heads, page_size, head_dim]``; page 0 is scratch (padding tokens and
-    idle rows write there; nothing reads it unmasked). For the call's tokens ``[batch, seq]``:
-    ``write_page`` / ``write_offset`` say where each new key/value goes, ``positions`` are the
-    tokens' positions in their sequence (a row's sequence is laid out in its pages in order, position
-    ``p`` at page ``page_table[row, p // page_size]``, offset ``p % page_size``). ``page_table``
+    k, v: one array per layer, ``[kv_heads, pages, page_size, head_dim]`` (the layout of the Pallas
+    paged-attention kernels); page 0 is scratch (padding tokens and idle rows write there; nothing
+    reads it unmasked). For the call's tokens ``[batch, seq]``: ``write_page`` / ``write_offset``
+    say where each new key/value goes, ``positions`` are the tokens' positions in their sequence (a
+    row's sequence is laid out in its pages in order, position ``p`` at page
+    ``page_table[row, p // page_size]``, offset ``p % page_size``). ``page_table``
     ``[batch, max_pages]`` (a multiple of ``block_pages`` wide) lists each row's pages; attention
     reads its first ``num_blocks`` blocks of ``block_pages`` pages, a count the caller sets from
-    the longest live row.
+    the longest live row. ``kernel``: "xla", or "pallas" / "pallas_interpret" for the Pallas
+    paged-attention kernel (decode calls, one token per row).
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     write_page: jax.Array
     write_offset: jax.Array
     positions: jax.Array
     page_table: jax.Array
     num_blocks: jax.Array
     block_pages: int = flax.struct.field(pytree_node=False, default=8)
+    kernel: str = flax.struct.field(pytree_node=False, default="xla")
+
+    @property
+    def page_size(self) -> int:
+        return self.k[0].shape[2]
 
     def attend(
-        self, layer: jax.Array | int, q: jax.Array, k: jax.Array, v: jax.Array, dtype: jnp.dtype
+        self, layer: int, q: jax.Array, k: jax.Array, v: jax.Array, dtype: jnp.dtype
     ) -> tuple[jax.Array, PagedKV]:
         """Write this call's k, v ``[batch, seq, kv_heads, head_dim]`` into ``layer``'s pages (in
         place when the pages are a loop carry or donated), then attend q ``[batch, seq, heads,
         head_dim]`` over the row's pages. Returns ``[batch, seq, heads * head_dim]``."""
-        idx = (layer, self.write_page, slice(None), self.write_offset)
-        k_pages = self.k.at[idx].set(k.astype(self.k.dtype))
-        v_pages = self.v.at[idx].set(v.astype(self.v.dtype))
-        out = paged_attention(
-            q,
-            k_pages,
-            v_pages,
-            layer,
-            self.page_table,
-            self.positions,
-            self.num_blocks,
-            self.block_pages,
-            dtype,
-        )
-        return out, self.replace(k=k_pages, v=v_pages)
+        if not isinstance(layer, int):
+            raise ValueError("paged attention needs per-layer weights (scan_layers=False)")
+        idx = (slice(None), self.write_page, self.write_offset)
+        k_layer = self.k[layer].at[idx].set(k.transpose(2, 0, 1, 3).astype(self.k[layer].dtype))
+        v_layer = self.v[layer].at[idx].set(v.transpose(2, 0, 1, 3).astype(self.v[layer].dtype))
+        if self.kernel != "xla" and q.shape[1] == 1:
+            out = pallas_paged_attention(
+                q,
+                k_layer,
+                v_layer,
+                self.page_table,
+                self.positions[:, 0] + 1,
+                self.block_pages,
+                interpret=self.kernel == "pallas_interpret",
+            ).astype(dtype)
+        else:
+            out = paged_attention(
+                q,
+                k_layer,
+                v_layer,
+                self.page_table,
+                self.positions,
+                self.num_blocks,
+                self.block_pages,
+                dtype,
+            )
+        replace = lambda pages, new: (*pages[:layer], new, *pages[layer + 1 :])  # noqa: E731
+        return out, self.replace(k=replace(self.k, k_layer), v=replace(self.v, v_layer))
 
 
 def paged_attention(
     q: jax.Array,
     k_pages: jax.Array,
     v_pages: jax.Array,
-    layer: jax.Array | int,
     page_table: jax.Array,
     positions: jax.Array,
     num_blocks: jax.Array,
@@ -278,7 +307,7 @@ def paged_attention(
     dtype: jnp.dtype,
 ) -> jax.Array:
     """Causal attention of q ``[batch, seq, heads, head_dim]`` at ``positions`` ``[batch, seq]`` over
-    ``layer``'s pages in k/v_pages ``[layers, pages, kv_heads, page_size, head_dim]``.
+    one layer's k/v_pages ``[kv_heads, pages, page_size, head_dim]``.
 
     A loop over the first ``num_blocks`` blocks of ``block_pages`` columns of ``page_table``
     ``[batch, max_pages]`` with an online softmax (flash-decoding): each step gathers one block of
@@ -286,17 +315,17 @@ def paged_attention(
     temporary is larger than a block. Returns ``[batch, seq, heads * head_dim]`` in ``dtype``.
     """
     batch, seq, heads, hd = q.shape
-    kv_heads, page_size = k_pages.shape[2], k_pages.shape[3]
+    kv_heads, _, page_size, _ = k_pages.shape
     group = heads // kv_heads
     width = block_pages * page_size
     rows = group * seq
-    qh = q.reshape(batch, seq, kv_heads, group, hd).transpose(0, 2, 3, 1, 4)
-    qh = qh.reshape(batch, kv_heads, rows, hd).astype(dtype)
-    q_pos = jnp.broadcast_to(positions[:, None, :], (batch, group, seq)).reshape(batch, 1, rows, 1)
+    # Operands kv-head-major, like the pages: [kv_heads, batch, group * seq, head_dim].
+    qh = q.reshape(batch, seq, kv_heads, group, hd).transpose(2, 0, 3, 1, 4)
+    qh = qh.reshape(kv_heads, batch, rows, hd).astype(dtype)
+    q_pos = jnp.broadcast_to(positions[:, None, :], (batch, group, seq)).reshape(batch, rows, 1)
 
-    def gather(pages: jax.Array, cols: jax.Array) -> jax.Array:  # [batch, kv_heads, width, hd]
-        block = pages[layer, cols].transpose(0, 2, 1, 3, 4)
-        return block.reshape(batch, kv_heads, width, hd).astype(dtype)
+    def gather(pages: jax.Array, cols: jax.Array) -> jax.Array:  # [kv_heads, batch, width, hd]
+        return pages[:, cols].reshape(kv_heads, batch, width, hd).astype(dtype)
 
     def body(j, carry):
         top, total, acc = carry
@@ -305,7 +334,7 @@ def paged_attention(
         if rows <= GEMV_ROWS:  # decode: a few query rows; multiply-reduce fuses the page gather
             scores = jnp.sum(f32(qh)[:, :, :, None] * f32(keys)[:, :, None], axis=-1)
         else:
-            scores = jnp.einsum("bkqd,bktd->bkqt", qh, keys, preferred_element_type=jnp.float32)
+            scores = jnp.einsum("kbqd,kbtd->kbqt", qh, keys, preferred_element_type=jnp.float32)
         kv_pos = j * width + jnp.arange(width)
         scores = jnp.where(kv_pos <= q_pos, scores * (hd**-0.5), MASK_VALUE)
         new_top = jnp.maximum(top, jnp.max(scores, axis=-1, keepdims=True))
@@ -316,18 +345,58 @@ def paged_attention(
             pv = jnp.sum(weights[..., None] * f32(values)[:, :, None], axis=-2)
         else:
             pv = jnp.einsum(
-                "bkqt,bktd->bkqd",
-                weights.astype(dtype),
-                values,
-                preferred_element_type=jnp.float32,
+                "kbqt,kbtd->kbqd", weights.astype(dtype), values, preferred_element_type=jnp.float32
             )
         return new_top, total, acc * rescale + pv
 
     init = (
-        jnp.full((batch, kv_heads, rows, 1), MASK_VALUE, jnp.float32),
-        jnp.zeros((batch, kv_heads, rows, 1), jnp.float32),
-        jnp.zeros((batch, kv_heads, rows, hd), jnp.float32),
+        jnp.full((kv_heads, batch, rows, 1), MASK_VALUE, jnp.float32),
+        jnp.zeros((kv_heads, batch, rows, 1), jnp.float32),
+        jnp.zeros((kv_heads, batch, rows, hd), jnp.float32),
     )
     _, total, acc = jax.lax.fori_loop(0, num_blocks, body, init)
-    out = (acc / total).astype(dtype).reshape(batch, kv_heads, group, seq, hd)
-    return out.transpose(0, 3, 1, 2, 4).reshape(batch, seq, heads * hd)
+    out = (acc / total).astype(dtype).reshape(kv_heads, batch, group, seq, hd)
+    return out.transpose(1, 3, 0, 2, 4).reshape(batch, seq, heads * hd)
+
+
+def pallas_paged_attention(
+    q: jax.Array,
+    k_pages: jax.Array,
+    v_pages: jax.Array,
+    page_table: jax.Array,
+    lengths: jax.Array,
+    block_pages: int,
+    *,
+    interpret: bool = False,
+) -> jax.Array:
+    """One query per row through the Pallas paged-attention kernel that ships with JAX (the TPU
+    kernel on TPU, the Triton one elsewhere; ``interpret`` runs the latter on CPU for tests).
+
+    q ``[batch, 1, heads, head_dim]``, k/v_pages ``[kv_heads, pages, page_size, head_dim]``,
+    page_table ``[batch, max_pages]``, lengths ``[batch]`` (the query sees positions below it).
+    Returns ``[batch, 1, heads * head_dim]`` float32.
+    """
+    batch, _, heads, hd = q.shape
+    scaled = (q[:, 0].astype(jnp.float32) * hd**-0.5).astype(k_pages.dtype)
+    lengths = lengths.astype(jnp.int32)
+    if jax.default_backend() == "tpu" and not interpret:
+        from jax.experimental.pallas.ops.tpu.paged_attention import paged_attention as kernel
+
+        out = kernel(
+            scaled, k_pages, v_pages, lengths, page_table, pages_per_compute_block=block_pages
+        )
+    else:
+        from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention as kernel
+
+        out = kernel(
+            scaled,
+            k_pages,
+            v_pages,
+            page_table,
+            lengths,
+            block_h=16,
+            pages_per_compute_block=block_pages,
+            k_splits=page_table.shape[1] // block_pages,
+            interpret=interpret,
+        )
+    return out.reshape(batch, 1, heads * hd).astype(jnp.float32)

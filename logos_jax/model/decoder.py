@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 
 from logos_jax.config import ModelConfig
-from logos_jax.model.attention import PagedKV, segment_mask
+from logos_jax.model.attention import AttentionKernel, PagedKV
 from logos_jax.model.layers import MLP, Attention, Dense, RMSNorm, dtype_of
 from logos_jax.model.rope import cos_sin
 from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
@@ -34,27 +34,32 @@ class Block(nn.Module):
     """
 
     config: ModelConfig
+    kernel: AttentionKernel = AttentionKernel()
 
     @nn.compact
-    def __call__(self, carry, cos, sin, mask, layer):
+    def __call__(self, carry, cos, sin, segment_ids, layer):
         x, kv = carry
         cfg = self.config
         dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="input_layernorm")(x)
-        attn, kv = Attention(cfg, name="self_attn")(h, cos, sin, mask, kv, layer)
+        attn, kv = Attention(cfg, self.kernel, name="self_attn")(
+            h, cos, sin, segment_ids, kv, layer
+        )
         x = x + attn
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="post_attention_layernorm")(x)
         return (x + MLP(cfg, name="mlp")(h), kv), None
 
 
 class Decoder(nn.Module):
-    """Causal LM. ``mesh`` (optional) adds activation sharding constraints from ``rules``."""
+    """Causal LM. ``mesh`` (optional) adds activation sharding constraints from ``rules``;
+    ``attention`` picks the training / prefill attention kernel (``attention.IMPLEMENTATIONS``)."""
 
     config: ModelConfig
     remat_policy: str = "none"
     mesh: Mesh | None = None
     rules: Rules = DEFAULT_RULES
     scan_layers: bool = True
+    attention: str = "xla"
 
     def _constrain(self, x: jnp.ndarray, axes: tuple[str | None, ...]) -> jnp.ndarray:
         if self.mesh is None:
@@ -102,11 +107,7 @@ class Decoder(nn.Module):
         )
         cos, sin = cos_sin(cfg, positions)
 
-        mask = None
-        if kv is None:
-            index = jnp.arange(tokens.shape[1])
-            mask = segment_mask(segment_ids, segment_ids, index, index)
-
+        kernel = AttentionKernel(self.attention, self.mesh, self.rules)
         block = Block
         if self.remat_policy != "none":
             block = nn.remat(Block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False)
@@ -119,11 +120,12 @@ class Decoder(nn.Module):
                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                 length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
-            )(cfg, name="layers")
-            (x, kv), _ = blocks((x, kv), cos, sin, mask, layer_ids)
+            )(cfg, kernel, name="layers")
+            (x, kv), _ = blocks((x, kv), cos, sin, segment_ids, layer_ids)
         else:
             for i in range(cfg.num_layers):
-                (x, kv), _ = block(cfg, name=f"layers_{i}")((x, kv), cos, sin, mask, layer_ids[i])
+                layer = block(cfg, kernel, name=f"layers_{i}")
+                (x, kv), _ = layer((x, kv), cos, sin, segment_ids, i)
         x = RMSNorm(cfg.norm_eps, dtype, pdtype, name="norm")(x)
 
         if return_hidden:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from logos_jax.config import ModelConfig
-from logos_jax.model.attention import PagedKV, dot_product_attention
+from logos_jax.model.attention import AttentionKernel, PagedKV
 from logos_jax.model.rope import apply_rope
 
 KERNEL_INIT = nn.initializers.normal(stddev=0.02)
@@ -71,11 +71,13 @@ class Dense(nn.Module):
 
 
 class Attention(nn.Module):
-    """Grouped-query attention. Without ``kv`` the queries attend over this call's keys under
-    ``mask`` (training, full forwards); with a ``PagedKV`` the new keys/values are written into
-    ``layer``'s pages and the queries read the pages (decode, chunked prefill)."""
+    """Grouped-query attention. Without ``kv`` the queries attend over this call's keys within
+    their ``segment_ids`` (training, full forwards; computed by ``kernel``); with a ``PagedKV`` the
+    new keys/values are written into ``layer``'s pages and the queries read the pages (decode,
+    chunked prefill)."""
 
     config: ModelConfig
+    kernel: AttentionKernel = AttentionKernel()
 
     @nn.compact
     def __call__(
@@ -83,7 +85,7 @@ class Attention(nn.Module):
         x: jnp.ndarray,
         cos: jnp.ndarray,
         sin: jnp.ndarray,
-        mask: jnp.ndarray | None,
+        segment_ids: jnp.ndarray | None,
         kv: PagedKV | None,
         layer: jnp.ndarray | int,
     ) -> tuple[jnp.ndarray, PagedKV | None]:
@@ -105,7 +107,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is None:
             k, v = (t.transpose(0, 2, 1, 3) for t in (k, v))  # [batch, kv_heads, seq, head_dim]
-            out = dot_product_attention(q, k, v, mask, dtype)
+            out = self.kernel(q, k, v, segment_ids, dtype)
         else:
             out, kv = kv.attend(layer, q, k, v, dtype)
         return Dense(cfg.hidden_size, ("q_heads", "embed"), dtype, pdtype, name="o_proj")(out), kv
