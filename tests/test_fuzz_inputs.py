@@ -910,6 +910,16 @@ def test_corrupt_latest_checkpoint_falls_back_and_shapes_are_checked(tmp_path, c
     # Another model shape on the same run_dir is refused, not ignored.
     rc, err = cli([*base, "steps=4", "model.num_layers=3"], capsys)
     one_line_error(rc, err, "num_layers=2 -> 3")
+    # So is data whose tokenizer has more ids than the run's embedding rows.
+    source = tmp_path / "mols.smi"
+    source.write_text("CCO\n")
+    corpus = tmp_path / "corpus"
+    rc, err = cli(
+        ["data", "build", "--config", data_config(tmp_path, source), "--out", corpus], capsys
+    )
+    assert rc == 0, err
+    rc, err = cli([*base, "steps=4", f"data={corpus}"], capsys)
+    one_line_error(rc, err, "vocab_size=64 -> the data's tokenizer has")
     # A step whose arrays fail while restoring falls back to the previous committed step.
     restore = TrainCheckpointer._restore
 

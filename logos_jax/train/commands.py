@@ -101,12 +101,34 @@ def check_resume_shape(config) -> None:
     changed = [
         f"{k}={getattr(saved, k)} -> {v}" for k, v in wanted.items() if getattr(saved, k) != v
     ]
+    vocab = _data_vocab(config)
+    if vocab is not None and vocab > saved.vocab_size:
+        changed.append(f"vocab_size={saved.vocab_size} -> the data's tokenizer has {vocab} ids")
     if changed:
         raise LogosError(
             f"{run_dir} holds checkpoints of another model shape ({', '.join(changed)}); "
             "fix: resume with the run's model settings, or start a new run_dir "
             f"(init_from={run_dir} to start from its weights)"
         )
+
+
+def _data_vocab(config) -> int | None:
+    """The number of ids of the data's tokenizer (a built corpus, or the SFT tokenizer), if known."""
+    from pathlib import Path
+
+    from logos_jax.tokenizer import LogosTokenizer
+
+    if config.mode == "sft":
+        folder = config.tokenizer or config.init_from
+        if folder and (Path(folder) / "tokenizer.json").is_file():
+            return LogosTokenizer.load(folder).vocab_size
+        return None
+    corpus = Path(config.data)
+    if (corpus / "manifest.json").is_file():
+        from logos_jax.data.corpus import read_manifest
+
+        return int(read_manifest(corpus)["tokenizer"]["vocab_size"])
+    return None
 
 
 def check_init_from_tokenizer(config) -> None:
