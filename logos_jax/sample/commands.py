@@ -61,7 +61,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=number(int, low=1),
         default=64,
-        help="rows (prompts x samples) decoded together",
+        help="rows decoded together (the engine's slots; a finished row's slot takes the next sample)",
     )
     parser.add_argument(
         "--constrained",
