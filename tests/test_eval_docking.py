@@ -175,3 +175,21 @@ def test_pocket_box_surrounds_the_crystal_ligand():
     assert (ligand.mean(0) > low).all() and (ligand.mean(0) < low + box.size).all()
     with pytest.raises(LogosError, match="no <PocketS> residues"):
         pocket_coords(structure, {"prompt": PROMPT})
+
+
+def test_cli_resumes_from_the_docking_folder_and_writes_the_table(docked, tmp_path, capsys):
+    rows, work, protocol, summary = docked
+    results = tmp_path / "designs.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "designs.json"
+    argv = ["eval", "--task", "ligand", str(results), "--structures", str(FIXTURES)]
+    argv += ["--dock-dir", str(work), "--exhaustiveness", str(protocol.exhaustiveness)]
+    argv += ["--seed", str(protocol.seed), "--workers", "1", "--summary", str(out)]
+    assert main(argv) == 0  # every job is in the folder already: nothing is docked again
+    written = json.loads(out.read_text())
+    assert written["vina_mean"] == summary["vina_mean"] and written["task"] == "ligand"
+    table = out.with_suffix(".md").read_text()
+    assert f"| pocket ligand design, mean −Vina (kcal/mol) | {summary['vina_mean']:.2f} |" in table
+    assert "vina_mean" in capsys.readouterr().out
+    assert main([*argv[:-2], "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err

@@ -149,11 +149,14 @@ def _dock(args: argparse.Namespace, rows: list[dict], path) -> dict:
     """``--task ligand --structures``: validity / uniqueness / novelty plus Vina re-docking."""
     from pathlib import Path
 
+    from logos_jax.errors import LogosError
     from logos_jax.eval.design import design_metrics
     from logos_jax.eval.docking import Protocol
     from logos_jax.eval.metrics import load_input_rows, load_reference, require_rdkit
 
     require_rdkit("ligand")
+    if args.workers is not None and args.workers < 1:
+        raise LogosError("--workers must be at least 1")
     protocol = Protocol(args.exhaustiveness, args.seed, args.box, args.box_margin)
     reference = load_reference(args.reference, "ligand") if args.reference else None
     inputs = load_input_rows(args.truth) if args.truth else None
