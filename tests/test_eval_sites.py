@@ -283,6 +283,22 @@ def test_cli_writes_summary_and_markdown_table(tmp_path, capsys):
     assert "| binding site, DCA success top-n | 100.0 |" in table
     assert "65.2 (COACH420) / 58.5 (HOLO4K)" in table and "P2Rank 72.0" in table
     assert "dca_top_n" in capsys.readouterr().out
+    # a second run replaces its own table; a Markdown file of someone else's needs --force
+    assert main(["eval", "--task", "pocket-search", str(results), "--summary", str(summary)]) == 0
+    notes = tmp_path / "notes.md"
+    notes.write_text("my notes\n")
+    argv = [
+        "eval",
+        "--task",
+        "pocket-search",
+        str(results),
+        "--summary",
+        str(notes.with_suffix(".json")),
+    ]
+    assert main(argv) == 2
+    assert "not a `logos eval` table" in capsys.readouterr().err
+    assert notes.read_text() == "my notes\n"
+    assert main([*argv, "--force"]) == 0 and notes.read_text().startswith("# `logos eval")
 
 
 def test_structures_folder_must_exist(tmp_path):

@@ -62,7 +62,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="let --summary replace an existing file that is not a summary JSON",
+        help="let --summary (and the table) replace an existing file that is not a summary JSON "
+        "(a `logos eval` table)",
     )
     parser.set_defaults(func=run)
 
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise LogosError(f"{path}: results file not found")
     if args.summary:
         _check_summary_target(Path(args.summary), args)
+    table = _table_target(args)
     rows = []
     for line, row, _ in read_rows(path):
         if not isinstance(row, dict):
@@ -130,15 +132,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     if args.summary:
         atomic_write_text(Path(args.summary), json.dumps(summary, indent=2) + "\n")
-    table = args.table or (str(Path(args.summary).with_suffix(".md")) if args.summary else None)
     if table:
         from logos_jax.eval.published import markdown_table
-        from logos_jax.files import refuse_overwrite_input
-
-        refuse_overwrite_input(
-            Path(table),
-            {"results": args.results, "--reference": args.reference, "--truth": args.truth},
-        )
 
         atomic_write_text(Path(table), markdown_table(summary))
         print(f"table: {table}", file=sys.stderr)
@@ -171,6 +166,36 @@ def _dock(args: argparse.Namespace, rows: list[dict], path) -> dict:
         inputs=inputs,
     )
     return {"task": "ligand", **summary}
+
+
+def _table_target(args: argparse.Namespace):
+    """The Markdown table's path (``--table``, else beside ``--summary``), or None. Never an input;
+    a file that is not one of our tables is replaced only with ``--force``."""
+    from pathlib import Path
+
+    from logos_jax.errors import LogosError
+    from logos_jax.eval.published import TABLE_TITLE
+    from logos_jax.files import refuse_overwrite_input
+
+    if not args.table and not args.summary:
+        return None
+    table = Path(args.table) if args.table else Path(args.summary).with_suffix(".md")
+    refuse_overwrite_input(
+        table, {"results": args.results, "--reference": args.reference, "--truth": args.truth}
+    )
+    if table.is_dir():
+        raise LogosError(f"table {table}: is a folder; give a file path with --table")
+    if table.exists() and not args.force:
+        try:
+            ours = table.read_text(encoding="utf-8").startswith(TABLE_TITLE)
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise LogosError(
+                f"table {table} exists and is not a `logos eval` table; "
+                "fix: choose another path with --table, or pass --force to replace it"
+            )
+    return table
 
 
 def _check_summary_target(out, args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 LOGOS_SOURCE = "LOGOS technical report (arXiv 2606.16905)"
+TABLE_TITLE = "# `logos eval --task"  # how every table starts (eval refuses to replace other files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +98,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     other figure of the summary."""
     task = summary.get("task", "?")
     lines = [
-        f"# `logos eval --task {task}`",
+        f"{TABLE_TITLE} {task}`",
         "",
         f"Inputs: {summary.get('inputs', '—')}, samples: {summary.get('samples', '—')}. "
         f"Percentages for rates; LOGOS figures from the {LOGOS_SOURCE}.",
