@@ -666,7 +666,11 @@ def report(runs: dict, steps: dict, params: dict, args: argparse.Namespace) -> d
             f"{ours['compilations']} compiled programs, rows {json.dumps(ours['shape'])}"
         )
         for method, s in stats.items():
-            print(f"  {LABELS[method]:<20} {s['best']:8.1f} / {s['median']:8.1f} tok/s")
+            first = s["runs"][0]
+            print(
+                f"  {LABELS[method]:<20} {s['best']:8.1f} / {s['median']:8.1f} tok/s   "
+                f"(round 1: {first['tokens']} tokens in {first['wall_s']:.1f} s)"
+            )
         print(f"  (c) ours, warm       {ours['warm_tok_s']:8.1f} tok/s (round 1, same process)")
         ratios = {}
         for ref, target in TARGETS.items():
@@ -675,7 +679,7 @@ def report(runs: dict, steps: dict, params: dict, args: argparse.Namespace) -> d
             ratios[ref] = dict(best=best, median=median)
             mark = "ok" if best >= target else "below"
             print(
-                f"  (c)/{LABELS[ref][1]}  {best:6.2f}x best, {median:6.2f}x median   "
+                f"  (c)/{LABELS[ref][:3]}  {best:6.2f}x best, {median:6.2f}x median   "
                 f"target >= {target:.0f}x: {mark}"
             )
         figures[name] = dict(
@@ -695,7 +699,16 @@ def report(runs: dict, steps: dict, params: dict, args: argparse.Namespace) -> d
                 f"all {args.new_tokens} steps {s['long_all_ms']:.1f} ms"
             )
             figures[name]["ms_per_step"] = s
-    print(f"load average now {os.getloadavg()[0]:.1f} (a shared CPU makes every figure noisy)")
+    load = os.getloadavg()[0]
+    print(f"load average now {load:.1f} (a shared CPU makes every figure noisy)")
+    figures["settings"] = dict(
+        samples=args.samples,
+        max_new_tokens=args.new_tokens,
+        short_tokens=args.short_tokens,
+        sampling=SETTINGS,
+        cpus=os.cpu_count(),
+        load_average_end=load,
+    )
     return figures
 
 
