@@ -7,24 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from logos_jax.config import ModelConfig
 from logos_jax.engine import Engine, Request
 from logos_jax.engine.pages import PagePool, pages_for
 from logos_jax.model import Decoder, init_params
 from logos_jax.sample.processors import SamplingConfig
+from tests.tiny import GREEDY, TINY
 
-CFG = ModelConfig(
-    vocab_size=64,
-    hidden_size=32,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    intermediate_size=64,
-    tie_embeddings=False,
-    max_position_embeddings=512,
-)
-GREEDY = SamplingConfig(temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=6)
+CFG = TINY
 SAMPLED = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.1)
 
 
@@ -42,17 +31,18 @@ def full_forward_greedy(params, prompt, steps):
     return tokens[len(prompt) :]
 
 
+def make_engine(params, sampling=GREEDY, stop_ids=(), **options):
+    return Engine(CFG, params, stop_ids=stop_ids, pad_id=0, sampling=sampling, **options)
+
+
 def run(engine, requests):
     out = dict(engine.run(requests))
     return [out[i] for i in range(len(requests))]
 
 
 def decode_memory(params, num_pages):
-    engine = Engine(
-        CFG,
+    engine = make_engine(
         params,
-        stop_ids=[],
-        pad_id=0,
         sampling=dataclasses.replace(SAMPLED, max_new_tokens=1000),
         num_slots=8,
         max_prompt_len=32,
@@ -78,7 +68,7 @@ def test_decode_step_temporaries_do_not_grow_with_the_kv_pages(params):
 
 def test_samples_share_one_prefill_and_the_prompt_pages(params, monkeypatch):
     prompt = list(range(1, 24))  # 23 tokens: 5 full pages of 4 and a partial one
-    engine = Engine(CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY, num_slots=4, page_size=4)
+    engine = make_engine(params, num_slots=4, page_size=4)
     prefills = []
     original = engine._prefill_program
 
@@ -114,10 +104,8 @@ def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
     sampling = dataclasses.replace(SAMPLED, max_new_tokens=12)
     stop = [17, 33]
     requests = [Request(p, 5, 100 + i) for i, p in enumerate(prompts)]
-    narrow = Engine(
-        CFG, params, stop_ids=stop, pad_id=0, sampling=sampling, num_slots=3, steps_per_call=4
-    )
-    wide = Engine(CFG, params, stop_ids=stop, pad_id=0, sampling=sampling, num_slots=20)
+    narrow = make_engine(params, sampling, stop, num_slots=3, steps_per_call=4)
+    wide = make_engine(params, sampling, stop, num_slots=20)
     got, want = run(narrow, requests), run(wide, requests)
     lengths = {len(c.tokens) for out in want for c in out}
     assert len(lengths) > 1  # real, varied stops
@@ -132,12 +120,8 @@ def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
 
 def test_long_prompt_prefilled_in_chunks_equals_full_forward(params):
     prompt = [int(t) for t in np.random.default_rng(0).integers(1, 64, 70)]
-    engine = Engine(
-        CFG,
+    engine = make_engine(
         params,
-        stop_ids=[],
-        pad_id=0,
-        sampling=GREEDY,
         num_slots=2,
         page_size=8,
         prefill_chunk=16,
@@ -156,7 +140,7 @@ def test_long_prompt_prefilled_in_chunks_equals_full_forward(params):
 
 
 def test_bad_requests_are_refused(params):
-    engine = Engine(CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY, max_prompt_len=8)
+    engine = make_engine(params, max_prompt_len=8)
     with pytest.raises(ValueError, match="1 to 8 tokens"):
         run(engine, [Request(list(range(9)), 1, 0)])
     with pytest.raises(ValueError, match="1 to 8 tokens"):
@@ -188,12 +172,8 @@ def test_engine_with_the_pallas_kernel_decodes_like_the_xla_path(params):
     prompts = [[1, 5, 6, 7, 8, 9], [2, 3]]
     results = []
     for kernel in ("xla", "pallas_interpret"):
-        engine = Engine(
-            CFG,
+        engine = make_engine(
             params,
-            stop_ids=[],
-            pad_id=0,
-            sampling=GREEDY,
             num_slots=2,
             page_size=4,
             block_pages=2,

@@ -5,24 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from logos_jax.config import ModelConfig
 from logos_jax.model import Decoder, init_params
 from logos_jax.sample.processors import SamplingConfig, process_logits
 from logos_jax.sample.sampler import Sampler
 from logos_jax.sharding import MeshConfig, make_mesh
+from tests.tiny import GREEDY, TINY
 
-CFG = ModelConfig(
-    vocab_size=64,
-    hidden_size=32,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    intermediate_size=64,
-    tie_embeddings=False,
-    max_position_embeddings=256,
-)
-GREEDY = SamplingConfig(temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=8)
+CFG = TINY
 PROMPTS = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]]
 
 
