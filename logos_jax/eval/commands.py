@@ -52,6 +52,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     dock.add_argument("--box-margin", type=float, default=4.0, help="Å added on every side (4)")
     dock.add_argument("--workers", type=int, default=None, help="docking processes (all cores)")
+    dock.add_argument(
+        "--threads", type=int, default=1, help="Vina threads per molecule (1; scores do not change)"
+    )
     parser.add_argument("--summary", default=None, help="write the summary JSON here (atomically)")
     parser.add_argument(
         "--table",
@@ -152,6 +155,8 @@ def _dock(args: argparse.Namespace, rows: list[dict], path) -> dict:
     require_rdkit("ligand")
     if args.workers is not None and args.workers < 1:
         raise LogosError("--workers must be at least 1")
+    if args.threads < 1:
+        raise LogosError("--threads must be at least 1")
     protocol = Protocol(args.exhaustiveness, args.seed, args.box, args.box_margin)
     reference = load_reference(args.reference, "ligand") if args.reference else None
     inputs = load_input_rows(args.truth) if args.truth else None
@@ -164,6 +169,7 @@ def _dock(args: argparse.Namespace, rows: list[dict], path) -> dict:
         reference=reference,
         workers=args.workers,
         inputs=inputs,
+        threads=args.threads,
     )
     return {"task": "ligand", **summary}
 

@@ -17,7 +17,8 @@ input has a valid molecule (protocol: ``eval.docking``). Figures:
 
 Docking runs in a process pool with a progress bar. Each result is appended as one line to
 ``<work_dir>/docked.jsonl`` (and receptors are cached as ``<work_dir>/receptors/*.pdbqt``), so a
-killed evaluation re-run with the same folder and protocol docks only what is missing.
+killed evaluation re-run with the same folder and protocol docks only what is missing. Delete the
+folder when the structures change (results are keyed by row id, molecule and protocol).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ _MOLECULE_BLOCK = re.compile(r"<MoleculeS>(.*?)<MoleculeE>")
 
 
 class DockStore:
-    """Append-only JSONL of finished docking jobs; a torn last line (a killed run) is cut off."""
+    """Append-only JSONL of finished docking jobs; a torn last line (a killed run) is cut off and a
+    line that is not a job's JSON is ignored (its job is docked again)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -55,9 +57,12 @@ class DockStore:
         if end < len(data):
             with self.path.open("r+b") as f:
                 f.truncate(end)
-        for line in data[:end].decode("utf-8").splitlines():
-            if line.strip():
+        for line in data[:end].decode("utf-8", errors="replace").splitlines():
+            try:
                 row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("job"), str):
                 self.rows[row["job"]] = row
 
     def add(self, row: dict[str, Any]) -> None:
@@ -220,11 +225,13 @@ def design_metrics(
     workers: int | None = None,
     progress: bool = True,
     inputs: dict[str, dict[str, Any]] | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Docking figures of ligand-design output rows plus validity / uniqueness / novelty.
 
     ``inputs``: ``id -> input row`` supplying ``ligand`` / ``groundtruth`` fields the output rows
-    lack (``--truth`` with the sampling input file)."""
+    lack (``--truth`` with the sampling input file). ``workers`` processes dock one molecule each
+    with ``threads`` Vina threads (results do not depend on either)."""
     from logos_jax.eval.metrics import _group, _validity, generation_metrics
 
     docking.require_docking()
@@ -250,7 +257,12 @@ def design_metrics(
             skipped.append({"id": row_id, "reason": str(err)})
             continue
         targets[row_id] = target
-        common = {"receptor": target["receptor"], "box": target["box"], "protocol": protocol}
+        common = {
+            "receptor": target["receptor"],
+            "box": target["box"],
+            "protocol": protocol,
+            "cpu": threads,
+        }
         if target["reference"] is not None and molecules.get(row_id):  # else no HF% to compare
             key = {
                 "job": job_id(row_id, REFERENCE, protocol),

@@ -208,12 +208,13 @@ def dock(
 def dock_smiles(job: dict[str, Any]) -> dict[str, Any]:
     """Worker entry point: prepare and dock one job, never raising (errors become ``error``).
 
-    ``job``: ``key``, ``receptor`` (PDBQT path), ``box`` (Box), ``protocol`` (Protocol), and either
-    ``smiles`` or a prepared ``pdbqt``. Returns the key with ``score`` and ``pose``, or ``error``."""
+    ``job``: ``key``, ``receptor`` (PDBQT path), ``box`` (Box), ``protocol`` (Protocol), either
+    ``smiles`` or a prepared ``pdbqt``, and optionally ``cpu`` (Vina threads, 1). Returns the key
+    with ``score`` and ``pose``, or ``error``."""
     protocol: Protocol = job["protocol"]
     try:
         ligand = job.get("pdbqt") or ligand_pdbqt(job["smiles"], protocol.seed)
-        score, pose = dock(job["receptor"], ligand, job["box"], protocol)
+        score, pose = dock(job["receptor"], ligand, job["box"], protocol, job.get("cpu", 1))
         return {**job["key"], "score": score, "pose": pose}
     except Exception as err:  # one bad molecule must not stop a long run
         return {**job["key"], "error": f"{type(err).__name__}: {err}"}
