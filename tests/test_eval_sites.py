@@ -315,3 +315,16 @@ def test_rows_of_the_released_scripts_score_the_same(tmp_path):
         "pocket-search", [{"id": "one.pdb", "text": text, "perplexity": 1.3}], structures=tmp_path
     )
     assert out["valid_count"] == 1 and out["dca_top_n"] == 1.0 and out["skipped"] == []
+
+
+def test_mmcif_structures_score_like_pdb(tmp_path):
+    pdbx = pytest.importorskip("biotite.structure.io.pdbx")
+    sequence = write_structure(tmp_path / "one.pdb", two_sites=True)
+    atoms = pdbio.PDBFile.read(str(tmp_path / "one.pdb")).get_structure(model=1)
+    cif = pdbx.CIFFile()
+    pdbx.set_structure(cif, atoms)
+    (tmp_path / "one.pdb").unlink()
+    cif.write(str(tmp_path / "one.cif"))  # found as id "one" + ".cif"
+    rows = rows_for("one", sequence, [(SITE_1_RES + SITE_2_RES, -1.0)])
+    out = evaluate("pocket-search", rows, structures=tmp_path)
+    assert out["skipped"] == [] and out["ligand_sites"] == 2 and out["dca_top_n"] == 1.0
