@@ -73,6 +73,12 @@ class Structure:
         """The residues a prompt's protein ``sequence`` stands for: the first chain whose sequence
         equals it, else all chains in file order when their concatenation equals it."""
         for chain, seq in sequences.items():
+            if len(self.chains.get(chain, ())) != len(seq):
+                raise LogosError(
+                    f"{self.path.name}: chain {chain} has {len(self.chains.get(chain, ()))} "
+                    f"residues but a {len(seq)}-letter sequence"
+                )
+        for chain, seq in sequences.items():
             if seq == sequence:
                 return self.chains[chain]
         if "".join(sequences.values()) == sequence:
