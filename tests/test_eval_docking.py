@@ -37,6 +37,8 @@ def test_chemistry_metrics_refuse_without_rdkit(monkeypatch):
 def test_missing_dock_extra_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     import importlib.util
 
+    pytest.importorskip("rdkit")  # without it the chem extra is named first
+
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "vina" else real(name, *a)
@@ -168,6 +170,8 @@ def test_receptor_leaves_out_waters_ligands_and_modified_residues():
 
 def test_pocket_box_surrounds_the_crystal_ligand():
     import numpy as np
+
+    pytest.importorskip("biotite")
 
     from logos_jax.eval.design import pocket_coords, reference_atoms
     from logos_jax.eval.docking import box_around
