@@ -55,7 +55,7 @@ def main() -> None:
     mesh = make_mesh(MeshConfig(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor), topo.devices)
     tx, schedule = make_optimizer(cfg.optimizer, cfg.steps)
     layout = state_layout(model_cfg, tx, mesh)
-    model = Decoder(model_cfg, remat_policy=cfg.remat, mesh=mesh)
+    model = Decoder(model_cfg, remat_policy=cfg.remat, mesh=mesh, attention=cfg.attention)
     step = make_train_step(
         model,
         tx,
@@ -68,7 +68,8 @@ def main() -> None:
     print(
         f"{args.config}: {model_cfg.num_params() / 1e9:.2f}B params on {args.topology} "
         f"({len(topo.devices)} x {topo.devices[0].device_kind}), mesh {dict(mesh.shape)}, batch "
-        f"{cfg.batch_size} x {cfg.seq_len}, remat {cfg.remat}, loss_chunk {cfg.loss_chunk}"
+        f"{cfg.batch_size} x {cfg.seq_len}, grad_accum {cfg.grad_accum}, remat {cfg.remat}, "
+        f"loss_chunk {cfg.loss_chunk}, attention {cfg.attention}"
     )
     t = time.perf_counter()
     lowered = jit_train_step(step, layout).lower(layout.abstract, batch)

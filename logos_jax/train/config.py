@@ -25,6 +25,7 @@ from logos_jax.config import (
 )
 from logos_jax.errors import LogosError
 from logos_jax.model import REMAT_POLICIES
+from logos_jax.model.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from logos_jax.validate import check_fields, check_ranges, check_value
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -155,6 +156,9 @@ class TrainConfig:
     seq_len: int = 256
     grad_accum: int = 1  # micro-batches per step (batch_size must divide evenly)
     remat: str = "none"  # none | full | dots | dots_no_batch
+    # xla | flash | auto: flash = the Pallas splash kernel on TPU, cuDNN on GPU (no [seq, seq]
+    # scores in memory); auto = flash where it applies, else xla (CPU)
+    attention: str = "auto"
     # true: layers run as one scanned block (stacked params; fast compile, the TPU default).
     # false: one block per layer (per-layer params; no stacking copies: faster steps on CPU/GPU
     # at small scale, compile time grows with depth). A run keeps the layout it started with.
@@ -204,6 +208,10 @@ class TrainConfig:
             (
                 self.remat in REMAT_POLICIES,
                 f"remat={self.remat!r} is not one of {tuple(REMAT_POLICIES)}",
+            ),
+            (
+                self.attention in ATTENTION_IMPLEMENTATIONS,
+                f"attention={self.attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}",
             ),
             (
                 self.nan_policy in NAN_POLICIES,

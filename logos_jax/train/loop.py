@@ -310,7 +310,11 @@ def run_training(config: TrainConfig | dict[str, Any]) -> RunSummary:
             state = init_state(params, tx, layout, config.seed)
         del params
         model = Decoder(
-            model_cfg, remat_policy=config.remat, mesh=mesh, scan_layers=config.scan_layers
+            model_cfg,
+            remat_policy=config.remat,
+            mesh=mesh,
+            scan_layers=config.scan_layers,
+            attention=config.attention,
         )
         loss_cfg = LossConfig(config.loss_chunk, config.z_loss)
         train_step, compile_s = _compile_train_step(config, model, tx, schedule, loss_cfg, layout)
