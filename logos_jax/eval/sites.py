@@ -204,6 +204,26 @@ def score_input(
     )
 
 
+def input_sites(
+    structures: Path, row_id: str, row: dict[str, Any], ligand: str | None
+) -> tuple[list[Residue], list[Ligand]]:
+    """The prompt's residues in the row's structure and the ligand sites they line (``LogosError``
+    when the structure is missing, the protein matches no chain, or no site touches it)."""
+    structure = load_structure(find_structure(structures, row_id))
+    sequence = prompt_protein(row)
+    if sequence is None:
+        raise LogosError("the row has no <ProteinS>…<ProteinE> prompt")
+    residues = structure.residues_for(sequence, chain_sequences(structure.path))
+    ligands = [
+        site
+        for site in find_ligands(structure, str(ligand) if ligand else None)
+        if contact_residues(residues, [site], CONTACT_CUTOFF)
+    ]
+    if not ligands:
+        raise LogosError("no ligand site touches the prompt's protein")
+    return residues, ligands
+
+
 def site_metrics(
     rows: Iterable[dict[str, Any]],
     structures: str | Path,
@@ -238,19 +258,8 @@ def site_metrics(
     per_input: list[dict[str, Any]] = []
     for row_id, rows_ in groups.items():
         try:
-            structure = load_structure(find_structure(structures, row_id))
-            sequence = prompt_protein(rows_[0])
-            if sequence is None:
-                raise LogosError("the row has no <ProteinS>…<ProteinE> prompt")
-            residues = structure.residues_for(sequence, chain_sequences(structure.path))
-            ligand_name = rows_[0].get("ligand") or (inputs or {}).get(row_id, {}).get("ligand")
-            ligands = [
-                ligand
-                for ligand in find_ligands(structure, str(ligand_name) if ligand_name else None)
-                if contact_residues(residues, [ligand], CONTACT_CUTOFF)
-            ]
-            if not ligands:
-                raise LogosError("no ligand site touches the prompt's protein")
+            ligand = rows_[0].get("ligand") or (inputs or {}).get(row_id, {}).get("ligand")
+            residues, ligands = input_sites(structures, row_id, rows_[0], ligand)
         except LogosError as err:
             skipped.append({"id": row_id, "reason": str(err)})
             continue
