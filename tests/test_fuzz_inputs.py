@@ -276,11 +276,26 @@ def test_resume_tolerates_a_tail_torn_inside_a_character(tmp_path):
     )
 )
 def test_resume_never_crashes_on_garbage(tmp_path, lines):
+    """Garbage is refused untouched, or (only rows and a torn tail) resumed to complete inputs."""
     out = tmp_path / "garbage.jsonl"
     out.write_bytes(b"\n".join(lines))
-    finished = jsonl.resume(out)
+    try:
+        finished = jsonl.resume(out)
+    except LogosError as err:
+        assert "not a row of a `logos sample` output" in str(err)
+        assert out.read_bytes() == b"\n".join(lines)
+        return
     for _, row, _ in jsonl.read_rows(out):
         assert isinstance(row, dict) and str(row["id"]) in finished
+
+
+def test_sample_out_naming_another_file_is_refused_untouched(tmp_path, capsys):
+    other = tmp_path / "inputs.jsonl"
+    content = '{"id": "p1", "text": "<ProteinS>MKT<ProteinE><Search>"}\nnotes\n'
+    other.write_text(content)
+    with pytest.raises(LogosError, match="inputs.jsonl:1: not a row"):
+        jsonl.resume(other)
+    assert other.read_text() == content
 
 
 def test_eval_summary_replaces_its_own_summary(tmp_path, capsys):

@@ -47,7 +47,9 @@ def _int(value: Any) -> int | None:
 def resume(path: Path) -> set[str]:
     """Ids of the inputs already complete in ``path``: all ``group_size`` rows of the input present.
 
-    Rows of incomplete inputs, duplicates and torn lines are removed from the file.
+    Rows of incomplete inputs, duplicates and a torn last line are removed from the file. A whole
+    line that is not a row of this format (``--out`` names some other file) is a LogosError and the
+    file is left as it is: resuming never deletes what this command did not write.
     """
     path = Path(path)
     if not path.exists():
@@ -55,14 +57,19 @@ def resume(path: Path) -> set[str]:
     groups: dict[str, dict[int, str]] = defaultdict(dict)
     sizes: dict[str, set[int]] = defaultdict(set)
     dropped = 0
-    for _, row, line in read_rows(path):
-        if not line.endswith("\n") or not isinstance(row, dict) or "id" not in row:
-            dropped += 1
+    entries = list(read_rows(path))
+    for number, row, line in entries:
+        sample = size = None
+        if isinstance(row, dict) and "id" in row and "group_size" in row:
+            sample, size = _int(row.get("sample", 0)), _int(row["group_size"])
+        if not line.endswith("\n") and number == entries[-1][0]:
+            dropped += 1  # the torn tail of a killed write (or a full disk)
             continue
-        sample, size = _int(row.get("sample", 0)), _int(row.get("group_size", -1))
         if sample is None or size is None:
-            dropped += 1
-            continue
+            raise LogosError(
+                f"{path}:{number}: not a row of a `logos sample` output; this file was not "
+                "written by this command (nothing was changed). fix: choose a new --out path"
+            )
         rows = groups[str(row["id"])]
         if sample in rows:
             dropped += 1
