@@ -1239,3 +1239,16 @@ def test_source_readers_fuzz(tmp_path, fmt, data):
     options = {"template": "{a}>>{b}"} if fmt == "csv" else {}
     for record in read_source(path, fmt, options):
         assert record.error is not None or record.raw is not None
+
+
+def test_train_refuses_a_model_folder_or_corpus_as_run_dir(tmp_path, capsys, residue_tok):
+    model = fake_model_folder(tmp_path / "model", residue_tok, 119)
+    before = snapshot(model / "model_config.yaml", model / "tokenizer.json")
+    rc, err = cli(["train", "--config", "tiny", f"run_dir={model}", "data=synthetic"], capsys)
+    one_line_error(rc, err, "is a model folder", f"init_from={model}")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "manifest.json").write_text("{}")
+    rc, err = cli(["train", "--config", "tiny", f"run_dir={corpus}", "data=synthetic"], capsys)
+    one_line_error(rc, err, "is a built corpus")
+    assert snapshot(model / "model_config.yaml", model / "tokenizer.json") == before

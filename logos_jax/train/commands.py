@@ -32,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from logos_jax.files import make_dir
 
+    check_run_dir(config)
     make_dir(config.run_dir)
     check_resume_shape(config)
     check_init_from_tokenizer(config)
@@ -76,6 +77,25 @@ SHAPE_FIELDS = (
     "qk_norm",
     "tie_embeddings",
 )
+
+
+def check_run_dir(config) -> None:
+    """run_dir must be a new folder or a run: training writes model_config.yaml and the tokenizer
+    files there, which would replace a converted model's or a corpus's own."""
+    from pathlib import Path
+
+    from logos_jax.errors import LogosError
+
+    run_dir = Path(config.run_dir)
+    if (run_dir / "checkpoints").is_dir():
+        return
+    for marker, what in (("params", "a model folder"), ("manifest.json", "a built corpus")):
+        if (run_dir / marker).exists():
+            hint = f"init_from={run_dir}" if marker == "params" else f"data={run_dir}"
+            raise LogosError(
+                f"run_dir={run_dir} is {what}; training would overwrite its files. "
+                f"fix: choose a new run_dir (and {hint})"
+            )
 
 
 def check_resume_shape(config) -> None:
