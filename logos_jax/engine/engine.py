@@ -103,7 +103,6 @@ class _Prompt:
     logits: jax.Array
     prompt_logprob: float | None
     next_sample: int = 0
-    running: int = 0
     done: dict[int, Completion] = dataclasses.field(default_factory=dict)
 
 
@@ -284,7 +283,6 @@ class Engine:
             sample_ids[slot] = prompt.next_sample
             rows[slot] = _Row(prompt, prompt.next_sample, shared + own, list(own), n)
             prompt.next_sample += 1
-            prompt.running += 1
             admitted += 1
         if not admitted:
             return False
@@ -426,7 +424,6 @@ class Engine:
                 prompt_logprob=prompt.prompt_logprob,
             )
             self.pool.give_back(row.own)
-            prompt.running -= 1
             if len(prompt.done) == prompt.request.num_samples:
                 self.pool.give_back(prompt.pages)
                 yield prompt.index, [prompt.done[j] for j in range(len(prompt.done))]
