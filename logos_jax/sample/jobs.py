@@ -216,7 +216,7 @@ def run_sampling(
         full_perplexity,
         constrained,
         pending,
-        batch_size,
+        min(batch_size, sum(i.num_samples for i in pending)),  # no idle slots for small jobs
     )
     states = None
     if constraint is not None:
