@@ -28,8 +28,13 @@ from logos_jax.model_folder import atomic_folder
 from logos_jax.sample import jsonl
 from logos_jax.tokenizer import LogosTokenizer, build_residue_tokenizer
 
+# Derandomized: CI runs the same examples every time (a new failure is a code change, not luck).
 FUZZ = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 

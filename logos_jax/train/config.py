@@ -50,7 +50,11 @@ class MeshSection:
             WHERE,
             [
                 *[(v == -1 or v >= 1, f"mesh.{k}={v} must be >= 1 or -1") for k, v in axes.items()],
-                (list(axes.values()).count(-1) <= 1, "at most one mesh axis may be -1"),
+                (
+                    list(axes.values()).count(-1) <= 1,
+                    " and ".join(f"mesh.{k}=-1" for k, v in axes.items() if v == -1)
+                    + ": at most one mesh axis may be -1",
+                ),
                 (self.num_devices >= 0, f"mesh.num_devices={self.num_devices} must be >= 0"),
             ],
         )
