@@ -36,6 +36,11 @@ MAX_STRUCTURE_BYTES = 512 * 1024 * 1024
 MAX_LIGAND_ATOMS = 1000
 
 
+# What encoding a JSON record of the wrong type or shape raises (``{"chains": [1]}`` where a mapping
+# belongs): readers catch these with ``GrammarError`` and reject the record, naming the reason.
+MALFORMED_RECORD = (TypeError, ValueError, KeyError, AttributeError, IndexError)
+
+
 class _Invalid(Exception):
     """A value that does not fit a type (the message says what was expected)."""
 

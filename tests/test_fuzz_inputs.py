@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from logos_jax.cli import main
@@ -818,6 +818,7 @@ RECORD_KEYS = ["sequence", "pocket", "ligand", "smiles", "nodes", "linkers", "ch
 
 
 @FUZZ
+@example(layout="pocket", rows=[{"chains": [1]}])
 @given(
     layout=st.sampled_from(["pocket", "complex2", "material", "search", "transformation", "retro"]),
     rows=st.lists(
@@ -1257,3 +1258,29 @@ def test_train_refuses_a_model_folder_or_corpus_as_run_dir(tmp_path, capsys, res
     rc, err = cli(["train", "--config", "tiny", f"run_dir={corpus}", "data=synthetic"], capsys)
     one_line_error(rc, err, "is a built corpus")
     assert snapshot(model / "model_config.yaml", model / "tokenizer.json") == before
+
+
+def test_data_build_rejects_json_records_of_the_wrong_shape(tmp_path, capsys):
+    source = tmp_path / "pockets.jsonl"
+    rows = [
+        {"sequence": "MKTAYIAKQR", "pocket": [1, 2]},
+        {"sequence": ["M"], "pocket": [1]},
+        {"sequence": "MKT", "pocket": "12"},
+        {"sequence": "MKT", "pocket": [99]},
+        {"sequence": None, "pocket": None},
+        {"sequence": "MKT", "pocket": [{"a": 1}]},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = data_config(
+        tmp_path,
+        source,
+        source_format="jsonl",
+        source_fields=["sequence", "pocket"],
+        source_layouts=["pocket"],
+    )
+    out = tmp_path / "corpus"
+    rc, err = cli(["data", "build", "--config", config, "--out", out], capsys)
+    assert rc == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["modalities"]["protein_pocket"]["train"]["documents"] == 1
+    assert manifest["modalities"]["protein_pocket"]["rejects"] == 5

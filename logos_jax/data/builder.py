@@ -61,7 +61,7 @@ from logos_jax.data.sources import FORMATS, RawRecord, read_source, structure_re
 from logos_jax.errors import LogosError
 from logos_jax.files import make_dir
 from logos_jax.grammar.chem import SMILES_CHECKS, smiles_checker
-from logos_jax.validate import check_fields, check_ranges, check_value
+from logos_jax.validate import MALFORMED_RECORD, check_fields, check_ranges, check_value
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 WORK_DIR = ".work"
@@ -337,8 +337,7 @@ def _encode_chunk(
             rng = random.Random(f"{config.seed}\0{source.name}\0{rec.key}\0{layout}")
             try:
                 text = encode_record(layout, raw, rng=rng, randomize_smiles=source.randomize_smiles)
-            except (GrammarError, TypeError, ValueError, KeyError, AttributeError) as err:
-                # GrammarError: a bad record; the others: a JSON value of the wrong type or shape.
+            except (GrammarError, *MALFORMED_RECORD) as err:
                 shown = raw if isinstance(raw, str) else json.dumps(raw)
                 rejects.append({**reject, "reason": str(err), "raw": shown[:200]})
                 continue

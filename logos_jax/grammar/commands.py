@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from logos_jax.errors import LogosError
 from logos_jax.files import public_mode, refuse_overwrite_input
 from logos_jax.grammar.layouts import LAYOUT_NAMES
-from logos_jax.validate import decode_line, text_lines
+from logos_jax.validate import MALFORMED_RECORD, decode_line, text_lines
 from logos_jax.validate import number as cli_number
 
 _STRUCTURE_LAYOUTS = ("complex1", "complex2", "complex3", "pocket", "pocket-smiles")
@@ -251,8 +251,7 @@ def run_encode(args: argparse.Namespace) -> int:
                     randomize_smiles=args.randomize_smiles,
                     contact_rule=rule,
                 )
-            except (GrammarError, TypeError, ValueError, KeyError, AttributeError) as err:
-                # GrammarError: a bad record; the others: JSON values of the wrong type or shape.
+            except (GrammarError, *MALFORMED_RECORD) as err:
                 print(f"line {number}: {err}", file=sys.stderr)
                 rejected += 1
                 continue
