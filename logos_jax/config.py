@@ -157,6 +157,8 @@ class ModelConfig:
             return cls._from_hf(hf, source=source)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as err:
             raise LogosError(f"{source}: a value has the wrong type or shape ({err})") from None
+        except ZeroDivisionError:
+            raise LogosError(f"{source}: num_attention_heads must be positive") from None
 
     @classmethod
     def _from_hf(cls, hf: dict[str, Any], *, source: str) -> ModelConfig:

@@ -405,6 +405,17 @@ def test_model_config_fields_are_typed(tmp_path):
             ModelConfig.from_dict({**base, **bad})
     with pytest.raises(LogosError, match="missing key"):
         ModelConfig.from_hf({"architectures": ["LlamaForCausalLM"]})
+    hf = ModelConfig.from_dict(base).to_hf()
+    for bad, named in (
+        ({"num_attention_heads": 0}, "num_heads must be positive"),
+        ({"num_attention_heads": 0, "head_dim": None}, "num_attention_heads must be positive"),
+        ({"architectures": 5}, "wrong type"),
+        ({"hidden_size": "32"}, "wrong type"),
+        ({"vocab_size": 2.5}, "vocab_size=2.5"),
+        ({"rope_parameters": {"rope_type": "llama3"}}, "wrong type"),
+    ):
+        with pytest.raises(LogosError, match=named):
+            ModelConfig.from_hf({**hf, **bad})
 
 
 # ------------------------------------------------------------------------------ crashes in RDKit
