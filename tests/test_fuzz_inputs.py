@@ -410,7 +410,7 @@ def test_model_config_fields_are_typed(tmp_path):
         ({"num_attention_heads": 0}, "num_heads must be positive"),
         ({"num_attention_heads": 0, "head_dim": None}, "num_attention_heads must be positive"),
         ({"architectures": 5}, "wrong type"),
-        ({"hidden_size": "32"}, "wrong type"),
+        ({"hidden_size": "32"}, "hidden_size='32'"),
         ({"vocab_size": 2.5}, "vocab_size=2.5"),
         ({"rope_parameters": {"rope_type": "llama3"}}, "wrong type"),
     ):
