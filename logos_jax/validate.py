@@ -4,13 +4,16 @@
   ``float``, ``bool``, ``str``, ``X | None``, ``dict[str, float]``, ``tuple[int, ...]``...), with the
   key in the message (``invalid train config: steps=2.5: expected an integer``). Booleans accept only
   booleans (``"false"`` or ``maybe`` are errors, never true); integers accept integral numbers only;
-  floats must be finite. Called from the config dataclasses' ``__post_init__``.
+  floats must be finite. Called from the config dataclasses' ``__post_init__`` (train sections,
+  ``ModelConfig``) and by the data-config reader; ``check_value`` checks one value the same way.
 * ``number(kind, ...)``: an argparse ``type=`` for CLI numbers with a range (``--num-samples 0``,
   ``--temperature nan``, ``--cutoff inf`` are one-line usage errors).
 * ``row_value(row, field, kind, where)``: one typed field of a decoded JSONL row (``null`` or a number
   where a string belongs is a ``LogosError`` naming the file and line).
 * ``text_lines(path)``: a text file's lines decoded one by one; a line that is not UTF-8 (or holds NUL
   bytes: a binary file) is reported as ``None`` so readers reject that line instead of crashing.
+* ``MAX_SMILES_LENGTH``, ``MAX_STRUCTURE_BYTES``, ``MAX_LIGAND_ATOMS``: the documented input sizes
+  beyond which RDKit / biotite are never called (the input is rejected with the limit in the reason).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from typing import Any
 from logos_jax.errors import LogosError
 
 # Size guards before third-party parsers that crash (not raise) on huge inputs: RDKit's SMILES writer
-# overflows the stack (segfault) near 20,000 atoms; 4,096 characters is far above any molecule of the
-# LOGOS tasks (drug-like ligands and MOF linkers are < 300).
+# overflows the stack (segfault) near 20,000 atoms (10,000 still works); 4,096 characters is far
+# above the molecules of the LOGOS tasks (drug-like ligands and MOF linkers: a few hundred at most).
 MAX_SMILES_LENGTH = 4096
 # biotite reads a whole structure file into memory; the largest PDB entries are ~150 MB as mmCIF.
 MAX_STRUCTURE_BYTES = 512 * 1024 * 1024
