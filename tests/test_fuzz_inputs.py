@@ -9,6 +9,7 @@ command; hypothesis generates config values, JSONL rows and byte strings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -983,6 +984,17 @@ def test_init_from_with_a_corpus_of_another_tokenizer_is_refused(tmp_path, capsy
     argv = ["train", "--config", "tiny", f"run_dir={tmp_path / 'run'}", f"init_from={model}"]
     rc, err = cli([*argv, f"data={corpus}", "steps=1"], capsys)
     one_line_error(rc, err, "another tokenizer", "shared tokens have other ids")
+    # The corpus's own tokenizer (as hf2jax --add-tags / tokenizer: <model> would give) passes.
+    from logos_jax.train.commands import check_init_from_tokenizer
+    from logos_jax.train.config import load_train_config
+
+    same = fake_model_folder(tmp_path / "same", corpus / "tokenizer", 119)
+    ok = load_train_config("tiny", [f"run_dir={tmp_path / 'r2'}", f"init_from={same}"])
+    check_init_from_tokenizer(dataclasses.replace(ok, data=str(corpus)))
+    # A data config is checked before its corpus is built.
+    rc, err = cli([*argv, f"data={data_config(tmp_path, source)}", "steps=1"], capsys)
+    one_line_error(rc, err, "another tokenizer")
+    assert not (tmp_path / "run" / "corpus").exists()
 
 
 def test_clean_train_error_prints_no_background_traceback(tmp_path):
