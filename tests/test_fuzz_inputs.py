@@ -188,6 +188,148 @@ def test_eval_rejects_results_without_rows(tmp_path, capsys):
         assert rc == 2 and "no result rows" in err, err
 
 
+# Bad --reference / --truth lines and wrong-typed result rows: each is one skipped line with its
+# file:line on stderr, the rest is scored; never a traceback, the inputs unchanged.
+EVAL_GOOD_ROW = {
+    "id": "a",
+    "sample": 0,
+    "prompt": "<MoleculeS>CCCCOC(C)=O<MoleculeE><ReverseReact>",
+    "completion": "<MoleculeS>CCO<MoleculeE><MoleculeS>CC(=O)O<MoleculeE>",
+    "perplexity": 2.0,
+}
+WRONG_TYPED_ROWS = {
+    "completion-int": {"completion": 5},
+    "text-int": {"text": 5, "completion": None},
+    "prompt-int": {"prompt": 5},
+    "prompt-object": {"prompt": {"a": 1}},
+    "objects-str": {"objects": "x"},
+    "sample-null": {"sample": None},
+    "id-null": {"id": None},
+    "id-list": {"id": [1]},
+    "perplexity-str": {"perplexity": "x"},
+    "sum_logprob-list": {"sum_logprob": [1]},
+    "groundtruth-int": {"groundtruth": 5},
+    "groundtruth-nulls": {"groundtruth": [None]},
+    "pocket-str": {"groundtruth": {"pocket": "x"}},
+    "pocket-strs": {"pocket": ["1", "2"]},
+    "ligand-int": {"ligand": 7},
+    "a-list": [1, 2],
+    "a-string": "row",
+    "a-number": 5,
+    "null": None,
+}
+
+
+def eval_summary(tmp_path, capsys, argv, *inputs: Path) -> tuple[dict, str]:
+    """``logos eval argv --summary``: (the summary, stderr); a traceback or a changed input fails."""
+    before = snapshot(*inputs)
+    summary = tmp_path / "summary.json"
+    rc, err = cli([*argv, "--summary", summary], capsys)
+    assert rc == 0, err
+    assert snapshot(*inputs) == before
+    return json.loads(summary.read_text()), err
+
+
+@pytest.mark.parametrize("task", ["free", "pocket-search", "retro", "ligand", "material"])
+@pytest.mark.parametrize("bad", sorted(WRONG_TYPED_ROWS))
+def test_eval_skips_result_rows_of_wrong_types(tmp_path, capsys, task, bad):
+    if task in ("retro", "ligand", "material"):
+        pytest.importorskip("rdkit")
+    value = WRONG_TYPED_ROWS[bad]
+    row = {**EVAL_GOOD_ROW, "sample": 1, **value} if isinstance(value, dict) else value
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps(EVAL_GOOD_ROW) + "\n" + json.dumps(row) + "\n")
+    summary, err = eval_summary(tmp_path, capsys, ["eval", "--task", task, results], results)
+    assert summary["samples"] == 1
+    skipped = [x for x in err.splitlines() if x.startswith(f"{results}:2: skipped: ")]
+    assert len(skipped) == 1, err
+    if isinstance(value, dict):
+        assert f"field '{next(iter(value))}" in skipped[0], err  # the field is named
+    # every row of the wrong type: one error line, no traceback
+    results.write_text(json.dumps(row) + "\n")
+    rc, err = cli(["eval", "--task", task, results], capsys)
+    one_line_error(rc, err, "no result rows")
+
+
+BAD_TEXT_FILES = {
+    "binary": (b"\x00\x01\x02\xff\xfe\x00" * 20, []),
+    "invalid-utf8-line": (b"CCO\n\xc3\x28 not text\nc1ccccc1\n", [2]),
+    "nul-line": (b"CCO\nCC\x00O\nc1ccccc1\n", [2]),
+    "latin-1": ("CCO\ncaf\u00e9\n".encode("latin-1"), [2]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TEXT_FILES))
+@pytest.mark.parametrize("option", ["--reference", "--truth"])
+@pytest.mark.parametrize("suffix", [".smi", ".jsonl"])
+def test_eval_reference_and_truth_of_bad_bytes(tmp_path, capsys, name, option, suffix):
+    content, bad_lines = BAD_TEXT_FILES[name]
+    side = tmp_path / f"side{suffix}"
+    side.write_bytes(content)
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps(EVAL_GOOD_ROW) + "\n")
+    argv = ["eval", "--task", "free", results, option, side]
+    summary, err = eval_summary(tmp_path, capsys, argv, results, side)
+    assert summary["samples"] == 1
+    for line in bad_lines:
+        assert f"{side}:{line}: skipped: not UTF-8 text" in err, err
+    if name == "binary":
+        assert f"{side}:1: skipped: not UTF-8 text" in err, err
+
+
+def test_eval_reference_lines_rejected_one_by_one(tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    prompt = "<ProteinS>MKT<ProteinE><MoleculeS>"
+    results = tmp_path / "r.jsonl"
+    rows = [
+        {"id": "x", "sample": i, "prompt": prompt, "completion": c}
+        for i, c in enumerate(["OCC<MoleculeE>", "CCN<MoleculeE>"])
+    ]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    smi = tmp_path / "train.smi"
+    smi.write_bytes(b"\xff\xfe\n\xc3\x28\nCCO\n\x00\x00\n")
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_bytes(
+        b'\xff\xfe\x00\n{"smiles": "CCO"}\n{bad json\n[1]\n{"smiles": 5}\n{"text": null}\n'
+        b'{"text": "<MoleculeS>c1ccccc1<MoleculeE>"}\n{"smiles": ["CCN"]}\n'
+    )
+    for reference, bad_lines in ((smi, [1, 2, 4]), (jsonl, [1, 3, 4, 5, 6, 8])):
+        argv = ["eval", "--task", "ligand", results, "--reference", reference]
+        summary, err = eval_summary(tmp_path, capsys, argv, results, reference)
+        # CCO is in the training set (its good line), CCN is not (its only line is rejected)
+        assert (summary["valid_count"], summary["novel_count"]) == (2, 1), err
+        skipped = [x.split(": skipped")[0] for x in err.splitlines() if ": skipped: " in x]
+        assert skipped == [f"{reference}:{n}" for n in bad_lines], err
+    # material rows of the wrong shape are skipped too
+    mof = tmp_path / "mof.jsonl"
+    mof.write_text('{"nodes": "Cu", "linkers": ["c1ccncc1"]}\n{"nodes": ["Cu"], "linkers": [3]}\n')
+    argv = ["eval", "--task", "material", results, "--reference", mof]
+    summary, err = eval_summary(tmp_path, capsys, argv, results, mof)
+    assert f"{mof}:1: skipped: field 'nodes' must be a list" in err, err
+    assert f"{mof}:2: skipped: " in err, err
+
+
+def test_eval_truth_lines_rejected_one_by_one(tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    results = tmp_path / "r.jsonl"
+    results.write_text(json.dumps(EVAL_GOOD_ROW) + "\n")
+    truth = tmp_path / "truth.jsonl"
+    truth.write_bytes(
+        b'\xff\xfe\x00garbage\nnot json\n[1]\n{"groundtruth": "CCO"}\n{"id": null}\n'
+        b'{"id": "b", "groundtruth": 5}\n{"id": "c", "pocket": ["x"]}\n'
+        b'{"id": "a", "groundtruth": "CCO.CC(=O)O"}\n'
+    )
+    argv = ["eval", "--task", "retro", results, "--truth", truth]
+    summary, err = eval_summary(tmp_path, capsys, argv, results, truth)
+    assert (summary["scored_inputs"], summary["top_1"]) == (1, 1.0), err
+    skipped = [x.split(": skipped")[0] for x in err.splitlines() if ": skipped: " in x]
+    assert skipped == [f"{truth}:{n}" for n in range(1, 8)], err
+    # every line bad: nothing to score against, still a result
+    truth.write_bytes(b"\x00\xff" * 50)
+    summary, err = eval_summary(tmp_path, capsys, argv, results, truth)
+    assert summary["scored_inputs"] == 0 and f"{truth}:1: skipped: not UTF-8" in err
+
+
 def test_tokenizer_commands_refuse_a_model_folder(tmp_path, capsys, residue_tok):
     vocab = LogosTokenizer.load(residue_tok).vocab_size
     model = fake_model_folder(tmp_path / "model", residue_tok, vocab)
@@ -858,6 +1000,47 @@ def test_grammar_encode_json_records_fuzz(tmp_path, layout, rows):
             ]
         )
     assert rc in (0, 2) and "Traceback" not in err.getvalue()
+
+
+@FUZZ
+@given(
+    task=st.sampled_from(["free", "pocket-search"]),
+    rows=st.lists(
+        st.one_of(
+            JSON_VALUES,
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "id",
+                        "sample",
+                        "prompt",
+                        "completion",
+                        "text",
+                        "objects",
+                        "groundtruth",
+                        "pocket",
+                        "perplexity",
+                        "sum_logprob",
+                        "line",
+                        "ligand",
+                    ]
+                ),
+                JSON_VALUES,
+                max_size=5,
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_eval_result_rows_fuzz(task, rows):
+    from logos_jax.eval import evaluate
+
+    try:
+        summary = evaluate(task, rows)
+    except LogosError:
+        return
+    assert summary["samples"] == len(rows)
 
 
 # ------------------------------------------------------------------------------ SFT rows

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from logos_jax.errors import LogosError
-    from logos_jax.eval.metrics import evaluate
+    from logos_jax.eval.metrics import check_result_row, evaluate
     from logos_jax.files import atomic_write_text
     from logos_jax.sample.jsonl import read_rows
 
@@ -113,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
     table = _table_target(args)
     rows = []
     for line, row, _ in read_rows(path):
-        if not isinstance(row, dict):
-            print(f"{path}:{line}: skipped: not a JSON object", file=sys.stderr)
+        where = f"{path}:{line}: skipped"
+        try:  # a JSON list, "completion": 5, "sample": null...: that row is left out
+            check_result_row(row, where)
+        except LogosError as err:
+            print(err, file=sys.stderr)
             continue
         rows.append(row)
     if not rows:

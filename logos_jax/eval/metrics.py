@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from logos_jax.grammar import annotated_protein, parse
 from logos_jax.grammar.chem import canonical_smiles, has_rdkit
 from logos_jax.grammar.parse import retro_reactants
 from logos_jax.sample.tasks import TASKS
+from logos_jax.validate import bad_bytes, row_value, text_lines
 
 RANKINGS = ("logprob", "perplexity", "frequency")
 TOP_KS = (1, 3, 5, 10)
@@ -59,6 +61,88 @@ def _completion(row: dict[str, Any]) -> str:
     if isinstance(text, str):
         return text[len(prompt) :] if text.startswith(prompt) else text
     raise LogosError(f"row {row.get('id')!r} has neither 'completion' nor 'text'")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_id(row: dict[str, Any], where: str) -> None:
+    if "id" in row and not (isinstance(row["id"], str) or _is_int(row["id"])):
+        raise LogosError(
+            f"{where}: field 'id' must be a string or an integer, got {row['id']!r:.60}"
+        )
+
+
+def _check_truth(row: dict[str, Any], where: str) -> None:
+    """``groundtruth`` (a string, a list of SMILES or residue indices, ``{"pocket": [...]}``) and
+    ``pocket`` (residue indices) of a result or ground-truth row, or null."""
+    truth = row.get("groundtruth")
+    pocket = truth.get("pocket") if isinstance(truth, dict) else row.get("pocket")
+    name = "groundtruth.pocket" if isinstance(truth, dict) else "pocket"
+    if truth is not None and not isinstance(truth, str | list | dict):
+        raise LogosError(
+            f"{where}: field 'groundtruth' must be a string, a list or an object, got {truth!r:.60}"
+        )
+    if isinstance(truth, list) and not (
+        all(isinstance(x, str) for x in truth) or all(_is_int(x) for x in truth)
+    ):
+        raise LogosError(
+            f"{where}: field 'groundtruth' must list SMILES strings or residue indices, "
+            f"got {truth!r:.60}"
+        )
+    if pocket is not None and not (isinstance(pocket, list) and all(_is_int(x) for x in pocket)):
+        raise LogosError(
+            f"{where}: field {name!r} must be a list of residue indices, got {pocket!r:.60}"
+        )
+
+
+def check_result_row(row: Any, where: str) -> None:
+    """A LogosError ``"<where>: field 'x' must be ..."`` when a result row's fields have the wrong
+    type (``"completion": 5``, ``"sample": null``, a JSON list instead of an object...)."""
+    if not isinstance(row, dict):
+        raise LogosError(f"{where}: not a JSON object")
+    _check_id(row, where)
+    for field in ("prompt", "completion", "text", "ligand"):
+        if row.get(field) is not None:
+            row_value(row, field, str, where)
+    for field in ("sum_logprob", "perplexity"):
+        if row.get(field) is not None:
+            row_value(row, field, float, where)
+    for field in ("sample", "line"):
+        row_value(row, field, int, where, required=False)
+    if row.get("objects") is not None:
+        row_value(row, "objects", dict, where)
+    _check_truth(row, where)
+
+
+def _skip(path: Path, number: int, reason: str) -> None:
+    """A rejected line of an input file, on stderr (``<path>:<line>: skipped: <reason>``)."""
+    reason = reason.removeprefix(f"{path}:{number}: ")
+    print(f"{path}:{number}: skipped: {reason}", file=sys.stderr)
+
+
+def _json_lines(path: Path):
+    """``(line number, decoded JSON row)`` for every line of ``path`` that is a JSON object; bad
+    bytes, JSON errors and other values are skipped with a warning."""
+    for number, line in text_lines(path):
+        if line is None:
+            _skip(path, number, bad_bytes(path, number))
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            _skip(path, number, f"not JSON ({err.msg})")
+            continue
+        except RecursionError:
+            _skip(path, number, "not JSON (nested too deeply)")
+            continue
+        if not isinstance(row, dict):
+            _skip(path, number, "not a JSON object")
+            continue
+        yield number, row
 
 
 def _answer(task: str, row: dict[str, Any]) -> tuple[dict[str, Any], bool | None, bool | None]:
@@ -174,34 +258,56 @@ def load_reference(path: str | Path, task: str) -> set:
 
     ``.jsonl``: rows with ``smiles``, or ``nodes`` + ``linkers`` (MOFid rows), or ``text`` (a grammar
     sequence). Any other file: one SMILES per line (first field; a header that does not parse is
-    skipped).
+    skipped). Lines of bad bytes, JSON errors and rows of the wrong types are skipped with a warning
+    on stderr naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
         raise LogosError(f"{path}: reference file not found")
     keys: set = set()
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
+    if path.suffix == ".jsonl":
+        for number, row in _json_lines(path):
+            try:
+                key = _reference_key(row, task, f"{path}:{number}")
+            except LogosError as err:
+                _skip(path, number, str(err))
                 continue
-            if path.suffix == ".jsonl":
-                row = json.loads(line)
-                if task == "material" and "nodes" in row:
-                    keys.add(_material_key(".".join(row["nodes"]), row["linkers"]))
-                elif "smiles" in row:
-                    keys.add(_canonical(row["smiles"]) or row["smiles"])
-                elif "text" in row:
-                    obj = parse(row["text"]).objects
-                    if task == "material" and obj is not None and obj.name == "material":
-                        keys.add(_material_key(obj.metal, obj.linkers))
-                    elif obj is not None and obj.name == "molecule":
-                        keys.add(_canonical(obj.smiles) or obj.smiles)
-            else:
-                first = line.replace(",", " ").split()[0]
-                canonical = _canonical(first)
-                if canonical:
-                    keys.add(canonical)
+            if key is not None:
+                keys.add(key)
+        return keys
+    for number, line in text_lines(path):
+        if line is None:
+            _skip(path, number, bad_bytes(path, number))
+            continue
+        if not line.strip():
+            continue
+        first = line.replace(",", " ").split()[0]
+        canonical = _canonical(first)
+        if canonical:
+            keys.add(canonical)
     return keys
+
+
+def _reference_key(row: dict[str, Any], task: str, where: str) -> Any:
+    """The novelty key of one ``.jsonl`` reference row, or None (a LogosError for wrong types)."""
+    if task == "material" and "nodes" in row:
+        nodes, linkers = (
+            row_value(row, "nodes", list, where),
+            row_value(row, "linkers", list, where),
+        )
+        if not all(isinstance(x, str) for x in nodes + linkers):
+            raise LogosError(f"{where}: 'nodes' and 'linkers' must list SMILES strings")
+        return _material_key(".".join(nodes), linkers)
+    if "smiles" in row:
+        smiles = row_value(row, "smiles", str, where)
+        return _canonical(smiles) or smiles
+    if "text" in row:
+        obj = parse(row_value(row, "text", str, where)).objects
+        if task == "material" and obj is not None and obj.name == "material":
+            return _material_key(obj.metal, obj.linkers)
+        if obj is not None and obj.name == "molecule":
+            return _canonical(obj.smiles) or obj.smiles
+    return None
 
 
 def generation_metrics(
@@ -245,10 +351,10 @@ def residue_scores(pred: set[int], truth: set[int], length: int) -> dict[str, fl
 
 
 def _truth_pocket(truth: Any) -> set[int] | None:
+    if isinstance(truth, dict):
+        truth = truth.get("pocket")
     if isinstance(truth, list):
-        return {int(i) for i in truth}
-    if isinstance(truth, dict) and "pocket" in truth:
-        return {int(i) for i in truth["pocket"]}
+        return {int(i) for i in truth} if all(_is_int(i) for i in truth) else None
     if isinstance(truth, str):
         found = annotated_protein(truth)
         return set(found[1]) if found else None
@@ -286,22 +392,25 @@ def pocket_metrics(
 
 def load_input_rows(path: str | Path) -> dict[str, dict[str, Any]]:
     """``id -> row`` of a JSONL whose rows carry an ``id`` (a ground-truth file, or the sampling
-    input file: ``groundtruth``, ``pocket``, ``ligand``...)."""
+    input file: ``groundtruth``, ``pocket``, ``ligand``...). A line that is not such a row (bad
+    bytes, not JSON, no ``id``, fields of the wrong type) is skipped with a warning on stderr."""
     path = Path(path)
     if not path.is_file():
         raise LogosError(f"{path}: ground-truth file not found")
     out = {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise LogosError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or "id" not in row:
-                raise LogosError(f"{path}:{number}: a ground-truth row needs an 'id'")
-            out[str(row["id"])] = row
+    for number, row in _json_lines(path):
+        where = f"{path}:{number}"
+        try:
+            if "id" not in row:
+                raise LogosError(f"{where}: a ground-truth row needs an 'id'")
+            _check_id(row, where)
+            if row.get("ligand") is not None:
+                row_value(row, "ligand", str, where)
+            _check_truth(row, where)
+        except LogosError as err:
+            _skip(path, number, str(err))
+            continue
+        out[str(row["id"])] = row
     return out
 
 
@@ -335,6 +444,8 @@ def evaluate(
             "eval.design.design_metrics (logos eval --task ligand --structures DIR)"
         )
     rows = list(rows)
+    for number, row in enumerate(rows, start=1):
+        check_result_row(row, f"result row {number}")
     inputs = None
     if isinstance(truth, str | Path):
         inputs = load_input_rows(truth)
