@@ -160,3 +160,14 @@ def test_pocket_cli_with_truth_file_and_summary(tmp_path, capsys):
         assert 0.0 <= summary[name] <= 1.0
     printed = capsys.readouterr().out
     assert "precision" in printed and "%" in printed
+
+
+def test_result_rows_of_inputs_without_a_line_are_accepted():
+    """Material samples have no input line (``"line": null``, as ``logos sample`` writes them)."""
+    from logos_jax.errors import LogosError
+    from logos_jax.eval.metrics import check_result_row
+
+    row = {"id": "material-000000", "sample": 0, "line": None, "completion": "<MetalS>"}
+    check_result_row(row, "out.jsonl:1")
+    with pytest.raises(LogosError, match="'line' must be an integer"):
+        check_result_row({**row, "line": "3"}, "out.jsonl:1")

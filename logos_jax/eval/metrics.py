@@ -109,8 +109,9 @@ def check_result_row(row: Any, where: str) -> None:
     for field in ("sum_logprob", "perplexity"):
         if row.get(field) is not None:
             row_value(row, field, float, where)
-    for field in ("sample", "line"):
-        row_value(row, field, int, where, required=False)
+    row_value(row, "sample", int, where, required=False)
+    if row.get("line") is not None:  # null for inputs without a line (material samples)
+        row_value(row, "line", int, where)
     if row.get("objects") is not None:
         row_value(row, "objects", dict, where)
     _check_truth(row, where)
