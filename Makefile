@@ -2,7 +2,7 @@
 # and `make test` (install + lint + the test suite). Both create ./.venv from scratch if needed.
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install demo test lint bench
 
