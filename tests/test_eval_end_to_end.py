@@ -10,14 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import pytest
 
-from logos_jax.checkpoint import save_model
 from logos_jax.cli import main
-from logos_jax.config import ModelConfig
-from logos_jax.model import init_params
-from logos_jax.tokenizer import LogosTokenizer, build_residue_tokenizer
+from tests.tiny import residue_model_folder
 
 pytest.importorskip("biotite")
 
@@ -30,24 +26,7 @@ NUM_SAMPLES = 4
 def tiny_model(tmp_path_factory):
     """A saved tiny random model folder with the residue tokenizer (room for a 99-residue chain
     in the prompt and again, with pocket tags, in the answer)."""
-    root = tmp_path_factory.mktemp("tiny")
-    tok_dir = build_residue_tokenizer(root / "tokenizer")
-    tok = LogosTokenizer.load(tok_dir)
-    config = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=8,
-        intermediate_size=64,
-        max_position_embeddings=320,
-        eos_token_id=tok.eos_ids[0],
-        pad_token_id=tok.pad_id,
-        bos_token_id=tok.bos_id,
-    )
-    params = init_params(config, jax.random.key(0))
-    return save_model(root / "model", config, params, tokenizer_dir=tok_dir)
+    return residue_model_folder(tmp_path_factory.mktemp("tiny"), max_position_embeddings=320)[0]
 
 
 def test_sample_pocket_search_then_eval_structures_then_table(tiny_model, tmp_path, capsys):

@@ -28,6 +28,7 @@ from logos_jax.files import atomic_write_text, public_mode, remove_stale_temps, 
 from logos_jax.model_folder import atomic_folder
 from logos_jax.sample import jsonl
 from logos_jax.tokenizer import LogosTokenizer, build_residue_tokenizer
+from tests.tiny import residue_model_folder
 
 # Derandomized: CI runs the same examples every time (a new failure is a code change, not luck).
 FUZZ = settings(
@@ -1325,28 +1326,8 @@ def test_outputs_that_cannot_be_written_are_one_error(tmp_path, capsys, residue_
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, residue_tok):
-    import jax
-
-    from logos_jax.checkpoint import save_model
-    from logos_jax.model import init_params
-
-    tok = LogosTokenizer.load(residue_tok)
-    config = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=8,
-        intermediate_size=64,
-        max_position_embeddings=80,
-        eos_token_id=tok.eos_ids[0],
-        pad_token_id=tok.pad_id,
-        bos_token_id=tok.bos_id,
-    )
-    params = init_params(config, jax.random.key(0))
     root = tmp_path_factory.mktemp("tiny_model")
-    return save_model(root / "model", config, params, tokenizer_dir=residue_tok)
+    return residue_model_folder(root, tokenizer_dir=residue_tok)[0]
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,12 @@
 
 import json
 
-import jax
 import pytest
 
-from logos_jax.checkpoint import save_model
 from logos_jax.cli import main
-from logos_jax.config import ModelConfig
 from logos_jax.eval import evaluate
-from logos_jax.model import init_params
 from logos_jax.sample import SamplingConfig, run_sampling
-from logos_jax.tokenizer import LogosTokenizer, build_residue_tokenizer
+from tests.tiny import residue_model_folder
 
 PROTEIN = "MKTAYIAKQR"
 RETRO_ROWS = [
@@ -31,25 +27,7 @@ RETRO_ROWS = [
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A saved tiny random model folder with the residue tokenizer: (folder, tokenizer, config, params)."""
-    root = tmp_path_factory.mktemp("tiny")
-    tok_dir = build_residue_tokenizer(root / "tokenizer")
-    tok = LogosTokenizer.load(tok_dir)
-    config = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=8,
-        intermediate_size=64,
-        max_position_embeddings=80,
-        eos_token_id=tok.eos_ids[0],
-        pad_token_id=tok.pad_id,
-        bos_token_id=tok.bos_id,
-    )
-    params = init_params(config, jax.random.key(0))
-    folder = save_model(root / "model", config, params, tokenizer_dir=tok_dir)
-    return folder, tok, config, params
+    return residue_model_folder(tmp_path_factory.mktemp("tiny"))
 
 
 def write_jsonl(path, rows):
