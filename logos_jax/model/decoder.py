@@ -29,8 +29,8 @@ REMAT_POLICIES = {
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``.
 
-    ``carry = (x, kv)`` so that a scan over layers threads the KV pages through as loop state
-    (updated in place) rather than stacking per-layer outputs; ``layer`` indexes the pages.
+    ``carry = (x, kv)``: the KV pages (per-layer blocks only, ``layer`` a Python int) pass from
+    block to block as one value, each block writing its own layer's pages in place.
     """
 
     config: ModelConfig
@@ -111,8 +111,8 @@ class Decoder(nn.Module):
         block = Block
         if self.remat_policy != "none":
             block = nn.remat(Block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False)
-        layer_ids = jnp.arange(cfg.num_layers)
         if self.scan_layers:
+            layer_ids = jnp.arange(cfg.num_layers)
             blocks = nn.scan(
                 block,
                 variable_axes={"params": 0},
