@@ -123,15 +123,20 @@ def _skip(path: Path, number: int, reason: str) -> None:
     print(f"{path}:{number}: skipped: {reason}", file=sys.stderr)
 
 
-def _json_lines(path: Path):
-    """``(line number, decoded JSON row)`` for every line of ``path`` that is a JSON object; bad
-    bytes, JSON errors and other values are skipped with a warning."""
+def _text_lines(path: Path):
+    """``(line number, text)`` for every non-blank line of ``path``; lines of bad bytes are
+    skipped with a warning."""
     for number, line in text_lines(path):
         if line is None:
             _skip(path, number, bad_bytes(path, number))
-            continue
-        if not line.strip():
-            continue
+        elif line.strip():
+            yield number, line
+
+
+def _json_lines(path: Path):
+    """``(line number, decoded JSON row)`` for every line of ``path`` that is a JSON object; bad
+    bytes, JSON errors and other values are skipped with a warning."""
+    for number, line in _text_lines(path):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -276,12 +281,7 @@ def load_reference(path: str | Path, task: str) -> set:
             if key is not None:
                 keys.add(key)
         return keys
-    for number, line in text_lines(path):
-        if line is None:
-            _skip(path, number, bad_bytes(path, number))
-            continue
-        if not line.strip():
-            continue
+    for _, line in _text_lines(path):
         first = line.replace(",", " ").split()[0]
         canonical = _canonical(first)
         if canonical:
