@@ -231,6 +231,9 @@ class Engine:
         page_size = self.page_size
         chunk = max(MIN_CHUNK, bucket(n, self.prefill_chunk))
         table = np.asarray(pages, np.int32)
+        read = np.zeros((1, self.max_pages), np.int32)  # the prompt's page table, scratch after
+        read[0, : len(table)] = table
+        read = jnp.asarray(read)
         logits, total = None, 0.0
         for start in range(0, n, chunk):
             real = min(chunk, n - start)
@@ -242,8 +245,6 @@ class Engine:
             targets = np.full((chunk,), -1, np.int32)
             nxt = prompt[start + 1 : start + real + 1]
             targets[: len(nxt)] = nxt
-            read = np.zeros((self.max_pages,), np.int32)
-            read[: len(table)] = table
             self.compiled_shapes.add(("prefill", chunk))
             k, v, logits, lp = self._prefill_program(
                 self.params,
@@ -252,7 +253,7 @@ class Engine:
                 jnp.asarray(tokens[None]),
                 jnp.asarray(positions[None]),
                 jnp.asarray(write[None]),
-                jnp.asarray(read[None]),
+                read,
                 jnp.int32(real - 1),
                 jnp.asarray(targets[None]),
             )
