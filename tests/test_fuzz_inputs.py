@@ -819,29 +819,48 @@ def _state(pid: int) -> str | None:
     return next(x.split()[1] for x in text.splitlines() if x.startswith("State:"))
 
 
-def _start_build_with_workers(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
-    """A ``data build`` in a child process with 2 spawned workers: (process, worker pids)."""
+def _start_with_workers(argv: list[str], count: int = 2) -> tuple[subprocess.Popen, list[int]]:
+    """``logos argv`` in a child process, once it has spawned ``count`` workers: (process, worker
+    pids, the multiprocessing resource tracker's included when it runs)."""
     import time
 
-    source = tmp_path / "mols.smi"
-    source.write_text("CC(C)Cc1ccc(cc1)C(C)C(=O)O\n" * 4000)
-    config = data_config(tmp_path, source, workers=2, records_per_shard=20)
-    build = subprocess.Popen(
-        [sys.executable, "-m", "logos_jax.cli", "data", "build", "--config", str(config)]
-        + ["--out", str(tmp_path / "corpus")],
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "logos_jax.cli", *map(str, argv)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     workers: list[int] = []
-    deadline = time.time() + 60
-    while time.time() < deadline and len(workers) < 2 and build.poll() is None:
+    deadline = time.time() + 120
+    while time.time() < deadline and len(workers) < count and proc.poll() is None:
         time.sleep(0.2)
-        children = Path(f"/proc/{build.pid}/task/{build.pid}/children")
-        found = [int(p) for p in children.read_text().split()] if children.exists() else []
-        # spawn workers run spawn_main (the resource tracker is a child too)
+        # Any of the process's threads may have started them (Grain starts workers from its own).
+        found = [
+            int(p)
+            for children in Path(f"/proc/{proc.pid}/task").glob("*/children")
+            for p in _read(children).split()
+        ]
+        # spawned workers run spawn_main
         workers = [p for p in found if "spawn_main" in _cmdline(p)]
-    return build, workers
+    trackers = [p for p in found if "resource_tracker" in _cmdline(p)]
+    return proc, workers + trackers
+
+
+def _start_build_with_workers(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A ``data build`` in a child process with 2 spawned workers: (process, worker pids)."""
+    source = tmp_path / "mols.smi"
+    source.write_text("CC(C)Cc1ccc(cc1)C(C)C(=O)O\n" * 4000)
+    config = data_config(tmp_path, source, workers=2, records_per_shard=20)
+    return _start_with_workers(["data", "build", "--config", config, "--out", tmp_path / "corpus"])
+
+
+def _assert_all_exit(pids: list[int]) -> None:
+    import time
+
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_state(p) not in (None, "Z") for p in pids):
+        time.sleep(0.2)
+    assert all(_state(p) in (None, "Z") for p in pids), [_cmdline(p) for p in pids]
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
@@ -863,7 +882,6 @@ def test_a_dead_build_worker_is_one_error(tmp_path):
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_build_workers_exit_when_the_build_is_killed(tmp_path):
     import signal
-    import time
 
     build, workers = _start_build_with_workers(tmp_path)
     try:
@@ -871,17 +889,40 @@ def test_build_workers_exit_when_the_build_is_killed(tmp_path):
     finally:
         build.send_signal(signal.SIGKILL)
         build.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and any(_state(p) not in (None, "Z") for p in workers):
-        time.sleep(0.2)
-    assert all(_state(p) in (None, "Z") for p in workers)
+    _assert_all_exit(workers)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_training_data_workers_exit_when_training_is_killed(tmp_path, capsys):
+    import signal
+
+    source = tmp_path / "mols.smi"
+    source.write_text("".join(f"{'C' * (i % 9 + 1)}O\n" for i in range(40)))
+    corpus = tmp_path / "corpus"
+    rc, err = cli(
+        ["data", "build", "--config", data_config(tmp_path, source), "--out", corpus], capsys
+    )
+    assert rc == 0, err
+    run = ["train", "--config", "tiny", f"run_dir={tmp_path / 'run'}", *TINY_RUN]
+    run += [f"data={corpus}", "model.vocab_size=128", "steps=100000", "data_workers=2"]
+    train, workers = _start_with_workers(run)
+    try:
+        assert len(workers) >= 2, train.stderr.read() if train.poll() is not None else workers
+    finally:
+        train.send_signal(signal.SIGKILL)
+        train.wait()
+    _assert_all_exit(workers)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:  # the process or thread has ended
+        return ""
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except FileNotFoundError:
-        return ""
+    return _read(Path(f"/proc/{pid}/cmdline")).replace("\0", " ")
 
 
 # ------------------------------------------------------------------------------ grammar commands

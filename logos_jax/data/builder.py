@@ -33,8 +33,6 @@ import os
 import random
 import shutil
 import sys
-import threading
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from logos_jax.child_processes import exit_with_parent
 from logos_jax.config import find_preset, load_yaml
 from logos_jax.data.corpus import (
     FORMAT_VERSION,
@@ -260,16 +259,8 @@ def _init_worker(tokenizer_dir: str, parent: int | None = None) -> None:
     from logos_jax.tokenizer import LogosTokenizer
 
     if parent is not None:
-        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+        exit_with_parent(parent)
     _TOKENIZER = LogosTokenizer.load(tokenizer_dir)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker's watchdog: when the build process dies (even by ``kill -9``, which runs no clean-up)
-    the worker is re-parented; it then exits at once instead of working on for nobody."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
 
 
 def _write_shard(path: Path, documents: list[list[int]]) -> dict[str, Any]:

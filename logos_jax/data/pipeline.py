@@ -29,9 +29,11 @@ within the row), ``positions`` int32 (restart at 0 per document), ``modality`` i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import os
 import sys
 import weakref
 from collections.abc import Iterator
@@ -40,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from logos_jax.child_processes import grain_worker_init
 from logos_jax.data.corpus import (
     DEFAULT_WEIGHTS,
     MODALITIES,
@@ -264,7 +267,9 @@ class TrainIterator(Iterator[dict[str, Any]]):
             ds = ds.mp_prefetch(
                 grain.MultiprocessingOptions(
                     num_workers=self._num_workers, per_worker_buffer_size=PREFETCH
-                )
+                ),
+                # Workers outlive a parent killed by SIGKILL unless they watch for it.
+                worker_init_fn=functools.partial(grain_worker_init, os.getpid()),
             )
         # The Grain iterator lives only in this list, so that closing it (on close(), garbage
         # collection or interpreter exit, before module teardown) also frees it.
