@@ -2,7 +2,8 @@
 
 ``ModelConfig.from_hf`` reads both the transformers-4 layout (top-level ``rope_theta``, ``rope_scaling``,
 ``torch_dtype``) and the transformers-5 layout (``rope_parameters``, ``dtype``); ``to_hf`` writes the
-transformers-5 layout. YAML presets live in ``configs/model/``; ``apply_overrides`` handles ``key=value``.
+transformers-5 layout. YAML presets live in ``configs/model/`` (package data ``logos_jax/configs/`` once
+installed); ``apply_overrides`` handles ``key=value``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,20 @@ from logos_jax.errors import LogosError
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen3ForCausalLM")
 DTYPES = ("float32", "bfloat16", "float16")
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# Presets: package data in an installed wheel (setup.py maps configs/ there), else the checkout's configs/
+# (an editable install, or the source tree on sys.path).
+PRESET_DIRS = (
+    Path(__file__).resolve().parent / "configs",
+    Path(__file__).resolve().parent.parent / "configs",
+)
+
+
+def presets_dir() -> Path:
+    """The folder holding ``model/``, ``data/`` and ``train/`` presets (installed or checkout)."""
+    for folder in PRESET_DIRS:
+        if folder.is_dir():
+            return folder
+    raise LogosError(f"no presets folder: looked in {', '.join(map(str, PRESET_DIRS))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,17 +310,19 @@ def read_json(path: Path) -> dict[str, Any]:
 def find_preset(kind: str, name: str) -> Path:
     """Resolve a preset name (``tiny``) or a YAML path to a file under ``configs/<kind>/``.
 
-    Presets live in the checkout's ``configs/`` (the package is installed editable from it).
+    Presets are the package data ``logos_jax/configs/`` of an installed wheel, or the checkout's
+    ``configs/`` (``presets_dir``).
     """
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml"):
         if not candidate.is_file():
             raise LogosError(f"{kind} config {name!r}: file not found")
         return candidate
-    path = REPO_CONFIGS / kind / f"{name}.yaml"
+    folder = presets_dir() / kind
+    path = folder / f"{name}.yaml"
     if path.is_file():
         return path
-    available = sorted(p.stem for p in (REPO_CONFIGS / kind).glob("*.yaml"))
+    available = sorted(p.stem for p in folder.glob("*.yaml"))
     raise LogosError(f"unknown {kind} preset {name!r}; available: {', '.join(available)}")
 
 
