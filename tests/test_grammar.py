@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
 import random
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logos_jax import cli
+from logos_jax import grammar as grammar_package
 from logos_jax.errors import LogosError
 from logos_jax.grammar import (
     ALL_TAGS,
@@ -624,3 +629,49 @@ def test_cli_encode_rejects_invalid_smiles_unless_told_not_to(grammar_cli, tmp_p
     ]
     assert grammar_cli(args) == 0
     assert capsys.readouterr().out.count("<MoleculeS>") == 2
+
+
+GRAMMAR_DIR = Path(grammar_package.__file__).parent
+GRAMMAR_MODULES = sorted(p.stem for p in GRAMMAR_DIR.glob("*.py") if p.stem != "__init__")
+
+
+def _grammar_imports(module: str) -> set[str]:
+    """The ``logos_jax.grammar`` submodules that ``module`` imports, at any depth (lazy ones too)."""
+    tree = ast.parse((GRAMMAR_DIR / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "logos_jax.grammar":
+            found |= {a.name for a in node.names if a.name in GRAMMAR_MODULES}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "logos_jax.grammar."
+        ):
+            found.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name.split(".")[2] for a in node.names if a.name.startswith("logos_jax.grammar.")
+            }
+    return found - {module}
+
+
+def test_grammar_modules_import_without_a_circle():
+    """chem, layouts and parse (and the rest) form a hierarchy: no circle, not even a lazy import."""
+    graph = {m: _grammar_imports(m) for m in GRAMMAR_MODULES}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"grammar import circle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for dep in sorted(graph[module]):
+                visit(dep, (*path, module))
+            done.add(module)
+
+    for module in GRAMMAR_MODULES:
+        visit(module, ())
+    assert graph["chem"] <= {"tags", "validate"}
+
+
+@pytest.mark.parametrize("module", GRAMMAR_MODULES)
+def test_each_grammar_module_imports_first_in_a_fresh_interpreter(module):
+    code = f"import logos_jax.grammar.{module}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -5,6 +5,9 @@ SMILES-expanded pocket layouts. Each entry is the free L-amino acid in its **neu
 (``N[C@@H](R)C(=O)O``, not the zwitterion ``[NH3+]…C(=O)[O-]``), written as RDKit's canonical
 isomeric SMILES so that canonicalising a model's output maps back onto the table. Neutral forms keep
 the strings short and charge-free; LOGOS's own choice was not published.
+
+Imports within ``grammar``: only ``tags`` and ``validate`` (both leaves), so ``layouts`` and ``parse``
+can import this module without a circle.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from logos_jax.errors import missing_extra
+from logos_jax.grammar import tags
+from logos_jax.grammar.validate import smiles_problem
 from logos_jax.validate import MAX_SMILES_LENGTH
 
 AMINO_ACID_SMILES: dict[str, str] = {
@@ -44,6 +49,7 @@ SMILES_TO_AMINO_ACID: dict[str, str] = {smiles: aa for aa, smiles in AMINO_ACID_
 # ``[CH3:12]`` -> ``[CH3]``: the regex fallback of ``strip_atom_maps`` when RDKit is absent. It keeps
 # brackets that RDKit would drop (``[CH3]`` instead of ``C``); canonicalise later if that matters.
 _ATOM_MAP = re.compile(r":\d+\]")
+_MOLECULE = re.compile(re.escape(tags.MOLECULE_S) + r"([^<]*)" + re.escape(tags.MOLECULE_E))
 
 
 def rdkit_chem() -> Any:
@@ -145,6 +151,11 @@ def strip_atom_maps(rxn_smiles: str) -> tuple[list[str], list[str], list[str]]:
     return sides[0], sides[1], sides[2]
 
 
+def molecule_blocks(text: str) -> list[str]:
+    """The SMILES of every complete ``<MoleculeS>…<MoleculeE>`` in ``text`` (also inside materials)."""
+    return [m.group(1) for m in _MOLECULE.finditer(text) if smiles_problem(m.group(1)) is None]
+
+
 SMILES_CHECKS = ("sanitize", "parse", "off")
 
 
@@ -154,8 +165,6 @@ def smiles_checker(mode: str = "sanitize") -> Callable[[str], str | None]:
     ``sanitize`` (full RDKit sanitisation), ``parse`` (syntax only: for MOF nodes, which often do not
     sanitise) or ``off``. Results are cached per SMILES.
     """
-    from logos_jax.grammar.parse import molecule_blocks
-
     if mode == "off":
         return lambda text: None
     chem = rdkit_chem()

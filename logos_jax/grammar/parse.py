@@ -22,8 +22,8 @@ import functools
 import re
 from typing import Any
 
-from logos_jax.grammar import tags
-from logos_jax.grammar.chem import SMILES_TO_AMINO_ACID
+from logos_jax.grammar import chem, tags
+from logos_jax.grammar.chem import SMILES_TO_AMINO_ACID, molecule_blocks
 from logos_jax.grammar.layouts import (
     Antibody,
     AnyLayout,
@@ -117,8 +117,6 @@ def _lex(text: str) -> tuple[list[_Token], _Fail | None]:
 
 @functools.cache
 def _canonical_lookup() -> dict[str, str] | None:
-    from logos_jax.grammar import chem
-
     if not chem.has_rdkit():
         return None
     return {chem.canonical_smiles(s): aa for s, aa in SMILES_TO_AMINO_ACID.items()}
@@ -130,9 +128,7 @@ def _residue_from_smiles(smiles: str) -> str | None:
     lookup = _canonical_lookup()
     if lookup is None or smiles_problem(smiles) is not None:
         return None
-    from logos_jax.grammar.chem import canonical_smiles
-
-    return lookup.get(canonical_smiles(smiles) or "")
+    return lookup.get(chem.canonical_smiles(smiles) or "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -442,14 +438,6 @@ def parse_blocks(text: str) -> list[Block]:
         blocks.append(Block(m.group(), text[m.end() : end], m.start(), end + len(close)))
         pos = end + len(close)
     return blocks
-
-
-_MOLECULE = re.compile(re.escape(tags.MOLECULE_S) + r"([^<]*)" + re.escape(tags.MOLECULE_E))
-
-
-def molecule_blocks(text: str) -> list[str]:
-    """The SMILES of every complete ``<MoleculeS>…<MoleculeE>`` in ``text`` (also inside materials)."""
-    return [m.group(1) for m in _MOLECULE.finditer(text) if smiles_problem(m.group(1)) is None]
 
 
 def retro_reactants(completion: str) -> list[str]:
