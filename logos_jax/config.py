@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from logos_jax.errors import LogosError
+from logos_jax.files import atomic_write_text
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen3ForCausalLM")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -373,4 +374,4 @@ def parse_override_value(text: str) -> Any:
 
 
 def save_model_config(config: ModelConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,9 +1,14 @@
 """Safe outputs: atomic files with the user's umask, output-vs-input checks, stale temp clean-up.
 
+Every output written "all or nothing" goes through this module: ``atomic_path`` (a writer that takes a
+path), ``atomic_open`` (a file object), ``atomic_write_text`` (a string) and ``atomic_folder`` (a
+folder). Each writes a temporary sibling and renames it onto the target only when the writing block
+ended cleanly; on an error the temporary is deleted and the target is untouched.
+
 ``tempfile.mkstemp`` / ``mkdtemp`` create mode 0600 / 0700 (private), which is right for a temporary
 name but wrong for the file it becomes: a shared cluster's other users could not read the outputs.
-Everything renamed into place here gets ``0666 & ~umask`` (files) or ``0777 & ~umask`` (folders),
-what ``open()`` / ``mkdir`` would have given.
+Everything renamed into place here gets what ``open()`` / ``mkdir`` would have given: a replaced
+file keeps its mode, a new one gets ``0666 & ~umask`` (files) or ``0777 & ~umask`` (folders).
 
 Temporary folders are named ``.<name>.tmp-<pid>-<random>``; ``remove_stale_temps`` deletes those of
 processes that no longer run (a killed ``hf2jax`` would otherwise leave a model-sized hidden folder).
@@ -14,8 +19,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from logos_jax.errors import LogosError
 
@@ -32,26 +42,59 @@ def public_mode(path: str | Path, *, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
+def open_mode(path: str | Path) -> int:
+    """The mode ``open(path, "w")`` leaves: the existing file's, or ``0666 & ~umask`` for a new one."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~umask()
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, why: str = "write") -> Iterator[Path]:
+    """Yield a temporary file path beside ``path`` (``.<name>.<random>.tmp``) for a writer that takes
+    a path; when the block ends cleanly the file is synced to disk, given ``open_mode(path)`` and
+    renamed onto ``path``; when it raises, the temporary is deleted. A folder that cannot hold the
+    temporary is a LogosError ``cannot {why} {path}: {reason}``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise LogosError(f"cannot {why} {path}: {err.strerror or err}") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, open_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, why: str = "write") -> Iterator[IO[Any]]:
+    """``open(path, mode)`` ("w" text in UTF-8, or "wb") whose contents replace ``path`` in one rename
+    when the block ends cleanly (``atomic_path``); readers never see half a file."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes a whole file: mode 'w' or 'wb', not {mode!r}")
+    with (
+        atomic_path(path, why=why) as tmp,
+        open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f,
+    ):
+        yield f
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling + rename (readers never see half a file)."""
     path = Path(path)
     if path.is_dir():
         raise LogosError(f"{path} is a folder; expected a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise writable_error(path, err) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def writable_error(path: str | Path, err: OSError) -> LogosError:
@@ -125,3 +168,24 @@ def remove_stale_temps(target: Path) -> list[Path]:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
+
+
+@contextmanager
+def atomic_folder(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir`` that becomes ``out_dir`` when the block succeeds
+    (one rename) and is deleted when it raises. ``out_dir`` must not exist. Temporary folders of
+    killed earlier runs are removed first."""
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists():
+        raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
+    make_dir(out_dir.parent)
+    for stale in remove_stale_temps(out_dir):
+        print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
+    tmp = temp_dir_beside(out_dir)
+    try:
+        yield tmp
+        public_mode(tmp, directory=True)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

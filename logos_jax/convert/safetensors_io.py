@@ -8,7 +8,6 @@ so that a truncated or corrupt file is reported with its name and the tensor con
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from logos_jax.errors import LogosError
+from logos_jax.files import atomic_open
 
 DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype(np.float32),
@@ -199,10 +199,8 @@ def write_safetensors(path: Path, tensors: Iterator[tuple[str, np.ndarray]] | li
         offset += arr.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # align the data section like the reference writer
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for _, arr in tensors:
             f.write(memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
-    os.replace(tmp, path)

@@ -58,7 +58,7 @@ from logos_jax.data.corpus import (
 )
 from logos_jax.data.sources import FORMATS, RawRecord, read_source, structure_record
 from logos_jax.errors import LogosError
-from logos_jax.files import make_dir
+from logos_jax.files import atomic_folder, atomic_open, atomic_path, atomic_write_text, make_dir
 from logos_jax.grammar.chem import SMILES_CHECKS, smiles_checker
 from logos_jax.validate import MALFORMED_RECORD, check_fields, check_ranges, check_value
 
@@ -232,19 +232,17 @@ def _prepare_tokenizer(spec: str, out_dir: Path) -> Path:
 
     target = out_dir / TOKENIZER_DIR
     if not target.exists():
-        tmp = out_dir / (TOKENIZER_DIR + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if spec == "residue":
-            build_residue_tokenizer(tmp)
-        else:
-            src = bundled_tokenizer_path(spec) if spec in BUNDLED_TOKENIZERS else Path(spec)
-            if not src.exists():
-                raise LogosError(
-                    f"tokenizer {spec!r}: not 'residue', one of {BUNDLED_TOKENIZERS} or an existing path"
-                )
-            tokenizer, _ = add_grammar_tags(LogosTokenizer.load(src))
-            tokenizer.save(tmp)
-        os.replace(tmp, target)
+        with atomic_folder(target) as tmp:
+            if spec == "residue":
+                build_residue_tokenizer(tmp)
+            else:
+                src = bundled_tokenizer_path(spec) if spec in BUNDLED_TOKENIZERS else Path(spec)
+                if not src.exists():
+                    raise LogosError(
+                        f"tokenizer {spec!r}: not 'residue', one of {BUNDLED_TOKENIZERS} or an existing path"
+                    )
+                tokenizer, _ = add_grammar_tags(LogosTokenizer.load(src))
+                tokenizer.save(tmp)
     LogosTokenizer.load(target).require_tags()
     return target
 
@@ -266,17 +264,14 @@ def _init_worker(tokenizer_dir: str, parent: int | None = None) -> None:
 def _write_shard(path: Path, documents: list[list[int]]) -> dict[str, Any]:
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    writer = ArrayRecordWriter(str(tmp), "group_size:1")
-    for ids in documents:
-        writer.write(encode_document(ids))
-    writer.close()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        writer = ArrayRecordWriter(str(tmp), "group_size:1")
+        for ids in documents:
+            writer.write(encode_document(ids))
+        writer.close()
     lengths = np.array([len(d) for d in documents], dtype=np.uint32)
-    with open(lengths_path(tmp), "wb") as f:
+    with atomic_open(lengths_path(path), "wb") as f:
         np.save(f, lengths)
-    os.replace(lengths_path(tmp), lengths_path(path))
     return {
         "documents": len(documents),
         "tokens": int(lengths.sum()),
@@ -561,14 +556,12 @@ def _finish(
         stats[shard["modality"]][shard["split"]]["documents"] += shard["documents"]
         stats[shard["modality"]][shard["split"]]["tokens"] += shard["tokens"]
     reasons: Counter[str] = Counter()
-    rejects_tmp = out / (REJECTS + ".tmp")
-    with open(rejects_tmp, "w") as f:
+    with atomic_open(out / REJECTS) as f:
         for m in markers:
             for row in m["rejects"]:
                 stats[row["modality"]]["rejects"] += 1
                 reasons[row["reason"].split(":")[0]] += 1
                 f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.replace(rejects_tmp, out / REJECTS)
     heldout: dict[str, list[dict]] = defaultdict(list)
     for m in markers:
         for layout, row in m["heldout"]:
@@ -576,8 +569,7 @@ def _finish(
     (out / HELDOUT_DIR).mkdir(exist_ok=True)
     for layout, rows in heldout.items():
         path = out / HELDOUT_DIR / f"{layout}.jsonl"
-        path.with_name(path.name + ".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(path.with_name(path.name + ".tmp"), path)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     tokenizer_info = {
         "spec": config.tokenizer,
         "dir": TOKENIZER_DIR,

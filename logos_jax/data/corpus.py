@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from logos_jax.errors import LogosError
+from logos_jax.files import atomic_write_text
 
 MODALITIES: tuple[str, ...] = (
     "protein",
@@ -102,9 +102,7 @@ def sha256_file(path: Path) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON (sorted keys, so equal content gives equal bytes) via a tmp file + rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def read_manifest(corpus_dir: str | Path) -> dict[str, Any]:

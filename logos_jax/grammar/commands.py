@@ -7,18 +7,17 @@ line), ``contacts`` (a protein–ligand structure → contact residues and the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
-import os
 import random
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from logos_jax.errors import LogosError
-from logos_jax.files import public_mode, refuse_overwrite_input
+from logos_jax.files import atomic_open, refuse_overwrite_input
 from logos_jax.grammar.layouts import LAYOUT_NAMES
 from logos_jax.validate import MALFORMED_RECORD, decode_line, text_lines
 from logos_jax.validate import number as cli_number
@@ -187,35 +186,16 @@ def _records(
         yield header, None if bad_record else "".join(parts)
 
 
-class _AtomicOutput:
-    """stdout, or a temporary file renamed onto ``path`` only when everything was written."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.tmp: str | None = None
-
-    def __enter__(self) -> TextIO:
-        if self.path is None:
-            return sys.stdout
-        if self.path.is_dir():
-            raise LogosError(f"--output {self.path} is a folder; give a file path")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        except OSError as err:
-            raise LogosError(f"cannot write {self.path}: {err.strerror}") from None
-        public_mode(self.tmp)
-        self.stream = os.fdopen(fd, "w", encoding="utf-8")
-        return self.stream
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.tmp is None:
-            return
-        self.stream.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    """stdout, or a file that replaces ``path`` only when everything was written (``atomic_open``)."""
+    if path is None:
+        yield sys.stdout
+        return
+    if path.is_dir():
+        raise LogosError(f"--output {path} is a folder; give a file path")
+    with atomic_open(path) as f:
+        yield f
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -236,7 +216,7 @@ def run_encode(args: argparse.Namespace) -> int:
     if args.output is not None:
         refuse_overwrite_input(args.output, {"--input": args.input})
     lines = _input_lines(args.input)
-    with _AtomicOutput(args.output) as out:
+    with _output(args.output) as out:
         records = _records(lines, fasta=args.fasta, csv_column=args.csv_column)
         for number, raw in tqdm(records, desc="encode", unit="rec", disable=args.output is None):
             if raw is None:

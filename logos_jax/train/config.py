@@ -24,6 +24,7 @@ from logos_jax.config import (
     parse_override_value,
 )
 from logos_jax.errors import LogosError
+from logos_jax.files import atomic_write_text
 from logos_jax.model import REMAT_POLICIES
 from logos_jax.model.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from logos_jax.validate import check_fields, check_ranges, check_value
@@ -354,4 +355,4 @@ def load_train_config(name_or_path: str | Path | None, overrides: list[str] = ()
 
 
 def save_train_config(config: TrainConfig, path: Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
