@@ -4,8 +4,8 @@ Each reader yields ``RawRecord``s in file order. A line that cannot be read is y
 set (the builder counts it as a reject) so one bad line never stops a build. Formats:
 
 * ``smiles``: one SMILES a line (a second whitespace field, a name, is ignored);
-* ``fasta``: ``>header`` + sequence lines; the record is the sequence;
-* ``csv``: a header row; ``template`` builds the record from the columns, e.g.
+* ``fasta``: ``>header`` + sequence lines; the record is the sequence (``raw_text.fasta_records``);
+* ``csv``: a header row (``raw_text.CsvRows``); ``template`` builds the record from the columns, e.g.
   ``"{reactants_canonical}>>{product_canonical}"``;
 * ``jsonl``: one JSON object a line; ``field`` picks one value (a string record), ``fields`` keeps a
   dict of several (e.g. MOF ``nodes`` + ``linkers``); neither keeps the whole object;
@@ -24,7 +24,6 @@ set (the builder counts it as a reject) so one bad line never stops a build. For
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from logos_jax.errors import LogosError
+from logos_jax.raw_text import NOT_TEXT, CsvRows, fasta_records
 from logos_jax.validate import text_lines
 
 FORMATS = ("smiles", "fasta", "csv", "jsonl", "chains", "pockets", "structures")
@@ -53,7 +53,7 @@ def _record(key: str, raw: str | dict) -> RawRecord:
 
 
 def _bad_bytes(key: str) -> RawRecord:
-    return RawRecord(key, None, key, "not UTF-8 text (invalid or binary bytes)")
+    return RawRecord(key, None, key, NOT_TEXT)
 
 
 def _smiles(path: Path, **_: Any) -> Iterator[RawRecord]:
@@ -65,59 +65,30 @@ def _smiles(path: Path, **_: Any) -> Iterator[RawRecord]:
 
 
 def _fasta(path: Path, **_: Any) -> Iterator[RawRecord]:
-    header, lines, start, bad = None, [], 0, False
-    for n, line in text_lines(path):
-        if line is not None and line.startswith(">"):
-            if header is not None:
-                key = f"{path.name}:{start}"
-                yield _bad_bytes(key) if bad else _record(key, "".join(lines))
-            header, lines, start, bad = line[1:].strip(), [], n, False
-        elif line is None:
-            bad = True  # the record this line belongs to is rejected whole
-        elif line.strip():
-            lines.append(line.strip())
-    if header is not None:
-        key = f"{path.name}:{start}"
-        yield _bad_bytes(key) if bad else _record(key, "".join(lines))
+    for n, sequence in fasta_records(text_lines(path)):
+        key = f"{path.name}:{n}"
+        yield _bad_bytes(key) if sequence is None else _record(key, sequence)
 
 
 def _csv(path: Path, *, template: str | None = None, **_: Any) -> Iterator[RawRecord]:
     if not template:
         raise LogosError(f"{path}: a csv source needs a 'template' such as '{{col_a}}>>{{col_b}}'")
-    bad: list[int] = []
-
-    def lines() -> Iterator[str]:  # undecodable lines become blank lines (skipped by csv)
-        for n, line in text_lines(path):
-            if line is None:
-                bad.append(n)
-            yield line or "\n"
-
-    reader = csv.DictReader(lines())
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:  # e.g. a field over csv's size limit: this line's reject
-            key = f"{path.name}:{reader.line_num}"
-            yield RawRecord(key, None, key, f"csv row cannot be read: {err}")
+    for n, row, problem in CsvRows(text_lines(path)):
+        key = f"{path.name}:{n}"
+        if row is None:
+            yield RawRecord(key, None, key, problem)
             continue
-        while bad:
-            yield _bad_bytes(f"{path.name}:{bad.pop(0)}")
-        key = f"{path.name}:{reader.line_num}"
         try:
             yield _record(key, template.format(**row))
         except (KeyError, IndexError, ValueError, AttributeError) as err:
             yield RawRecord(key, None, key, f"csv row does not fit the template: {err}")
-    for n in bad:
-        yield _bad_bytes(f"{path.name}:{n}")
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
     for n, line in text_lines(path):
         key = f"{path.name}:{n}"
         if line is None:
-            yield key, None, "not UTF-8 text (invalid or binary bytes)"
+            yield key, None, NOT_TEXT
             continue
         if not line.strip():
             continue

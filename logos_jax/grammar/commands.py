@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from logos_jax.errors import LogosError
 from logos_jax.files import atomic_open, refuse_overwrite_input
 from logos_jax.grammar.layouts import LAYOUT_NAMES
+from logos_jax.raw_text import CsvRows, fasta_records
 from logos_jax.validate import MALFORMED_RECORD, decode_line, text_lines
 from logos_jax.validate import number as cli_number
 
@@ -139,51 +140,22 @@ def _records(
     """(line number, raw record or None) pairs; a FASTA record is numbered by its header line.
     None: the record holds bytes that are not UTF-8 text."""
     if csv_column is not None:
-        bad: list[int] = []
-
-        def text() -> Iterator[str]:
-            for number, line in lines:
-                if line is None:
-                    bad.append(number)
-                yield line or "\n"
-
-        reader = csv.DictReader(text())
+        reader = CsvRows(lines)
         try:
             fields = reader.fieldnames
         except csv.Error as err:
             raise LogosError(f"cannot read the CSV header: {err}") from None
         if fields is None or csv_column not in fields:
             raise LogosError(f"CSV column {csv_column!r} not found (columns: {fields})")
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:
-                yield reader.line_num, None
-                continue
-            while bad:
-                yield bad.pop(0), None
-            yield reader.line_num, row[csv_column] or ""
-        yield from ((number, None) for number in bad)
+        for number, row, _ in reader:
+            yield number, None if row is None else row[csv_column] or ""
         return
     if not fasta:
         for number, line in lines:
             if line is None or line.strip():
                 yield number, line if line is None else line.rstrip("\n")
         return
-    header, parts, bad_record = 0, [], False
-    for number, line in lines:
-        if line is not None and line.startswith(">"):
-            if header:
-                yield header, None if bad_record else "".join(parts)
-            header, parts, bad_record = number, [], False
-        elif line is None:
-            bad_record = True
-        elif line.strip():
-            parts.append(line.strip())
-    if header:
-        yield header, None if bad_record else "".join(parts)
+    yield from fasta_records(lines)
 
 
 @contextlib.contextmanager
