@@ -22,9 +22,8 @@ topology-independent, so **a resume may change the number of hosts, devices or w
 continues with exactly the global batches an uninterrupted run would have produced. Changing
 ``seq_len``, ``global_batch_size``, ``seed``, ``weights`` or the corpus is refused (the stream would differ).
 
-Batch arrays (``S = seq_len``): ``tokens`` int32, ``segment_ids`` int32 (0 = padding, 1.. = document
-within the row), ``positions`` int32 (restart at 0 per document), ``modality`` int32 (index into
-``MODALITIES``, -1 on padding), ``target_mask`` float32 (1 on every non-padding token).
+Batches are ``logos_jax.batch.Batch`` dicts (``[rows, seq_len]`` arrays: ``tokens``, ``segment_ids``,
+``positions``, ``modality``, ``target_mask``; that module says what each holds and how padding reads).
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from logos_jax.batch import empty_batch, on_mesh, put_document
 from logos_jax.child_processes import grain_worker_init
 from logos_jax.data.corpus import (
     DEFAULT_WEIGHTS,
@@ -62,30 +62,6 @@ MIN_ROWS_PER_CHUNK = 256
 SMALL_MODALITY = 1 << 16
 STATE_VERSION = 1
 PREFETCH = 2  # host batches buffered per worker process (or by the reading thread without workers)
-
-
-def _empty_batch(rows: int, seq_len: int) -> dict[str, np.ndarray]:
-    """All-padding batch arrays, each ``[rows, seq_len]``."""
-    return {
-        "tokens": np.zeros((rows, seq_len), np.int32),
-        "segment_ids": np.zeros((rows, seq_len), np.int32),
-        "positions": np.zeros((rows, seq_len), np.int32),
-        "modality": np.full((rows, seq_len), -1, np.int32),
-        "target_mask": np.zeros((rows, seq_len), np.float32),
-    }
-
-
-def _put_document(
-    batch: dict[str, np.ndarray], row: int, start: int, segment: int, ids, modality: int
-) -> int:
-    """Write document ``ids`` ``[length]`` into ``row`` from ``start``; returns where it ends."""
-    end = start + len(ids)
-    batch["tokens"][row, start:end] = ids
-    batch["segment_ids"][row, start:end] = segment
-    batch["positions"][row, start:end] = np.arange(len(ids), dtype=np.int32)
-    batch["modality"][row, start:end] = modality
-    batch["target_mask"][row, start:end] = 1.0
-    return end
 
 
 class _ModalityShards:
@@ -207,7 +183,7 @@ class _HostBatches:
         chunk, batch_in_chunk = divmod(step, self.batches_per_chunk)
         first = batch_in_chunk * self.global_batch_size + self.row_offset
         rows = self.plan(chunk)[first : first + self.host_rows]
-        batch = _empty_batch(self.host_rows, self.seq_len)
+        batch = empty_batch(self.host_rows, self.seq_len)
         wanted: dict[str, list[int]] = {}
         for row in rows:
             for m, r in row:
@@ -217,7 +193,7 @@ class _HostBatches:
             start = 0
             for segment, (m, _) in enumerate(row, start=1):
                 ids = next(read[m])[: self.seq_len]
-                start = _put_document(batch, i, start, segment, ids, MODALITIES.index(m))
+                start = put_document(batch, i, start, segment, ids, MODALITIES.index(m))
         batch["step"] = np.int64(step)
         return batch
 
@@ -287,13 +263,7 @@ class TrainIterator(Iterator[dict[str, Any]]):
         self._step = step + 1
         if self._sharding is None:
             return batch
-        import jax
-
-        shape = (self._batches.global_batch_size, self._batches.seq_len)
-        return {
-            k: jax.make_array_from_process_local_data(self._sharding, v, shape)
-            for k, v in batch.items()
-        }
+        return on_mesh(batch, self._sharding, self._batches.global_batch_size)
 
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable; valid for any number of hosts, devices or workers."""
@@ -419,7 +389,7 @@ def make_eval_batches(
                     for ids in source.read(list(range(start, min(start + 256, len(source))))):
                         yield MODALITIES.index(m), ids[:seq_len]
 
-    batch, row, start, segment, produced = _empty_batch(batch_size, seq_len), 0, 0, 0, 0
+    batch, row, start, segment, produced = empty_batch(batch_size, seq_len), 0, 0, 0, 0
     for m, ids in documents():
         if start + len(ids) > seq_len:
             row, start, segment = row + 1, 0, 0
@@ -428,8 +398,8 @@ def make_eval_batches(
                 produced += 1
                 if max_batches is not None and produced >= max_batches:
                     return
-                batch, row = _empty_batch(batch_size, seq_len), 0
+                batch, row = empty_batch(batch_size, seq_len), 0
         segment += 1
-        start = _put_document(batch, row, start, segment, ids, m)
+        start = put_document(batch, row, start, segment, ids, m)
     if row or start:
         yield batch

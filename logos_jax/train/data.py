@@ -1,7 +1,7 @@
 """Batch sources for training: the Grain corpus pipeline, synthetic random tokens, and SFT task pairs.
 
-Every source yields dicts of ``[global_batch, seq_len]`` global ``jax.Array``s (``tokens``,
-``segment_ids``, ``positions``, ``modality``, ``target_mask``) sharded over the batch axes, and has a
+Every source yields ``logos_jax.batch.Batch`` dicts of ``[global_batch, seq_len]`` global ``jax.Array``s
+(placed by ``batch.on_mesh``) sharded over the batch axes, and has a
 JSON-serialisable ``get_state()`` / ``set_state()`` so a checkpoint resumes the exact batch sequence.
 Host-built sources (synthetic, SFT) compute the whole global batch on every process (it is small) and
 each process places only its own shards.
@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
 
+from logos_jax.batch import empty_batch, on_mesh, put_document
 from logos_jax.errors import LogosError
 from logos_jax.validate import bad_bytes, row_value, text_lines
 
@@ -36,14 +36,6 @@ class BatchSource(Protocol):
     def close(self) -> None: ...
 
 
-def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Place a host batch (identical on every process) as global arrays; each process fills its shards."""
-    return {
-        k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
-        for k, v in batch.items()
-    }
-
-
 class SyntheticSource:
     """Uniform random tokens, one document per row: batch ``i`` depends only on (seed, i)."""
 
@@ -54,15 +46,11 @@ class SyntheticSource:
     def __next__(self) -> dict[str, jax.Array]:
         rng = np.random.default_rng([self.seed, self.index])
         self.index += 1
-        shape = (self.batch_size, self.seq_len)
-        batch = {
-            "tokens": rng.integers(0, self.vocab_size, shape, dtype=np.int32),
-            "segment_ids": np.ones(shape, np.int32),
-            "positions": np.broadcast_to(np.arange(self.seq_len, dtype=np.int32), shape).copy(),
-            "modality": np.zeros(shape, np.int32),
-            "target_mask": np.ones(shape, np.float32),
-        }
-        return to_global(batch, self.sharding)
+        tokens = rng.integers(0, self.vocab_size, (self.batch_size, self.seq_len), dtype=np.int32)
+        batch = empty_batch(self.batch_size, self.seq_len)
+        for row, ids in enumerate(tokens):  # one whole-row document each, modality 0
+            put_document(batch, row, 0, 1, ids, 0)
+        return on_mesh(batch, self.sharding)
 
     def get_state(self) -> dict[str, Any]:
         return {"index": self.index}
@@ -124,20 +112,9 @@ def encode_sft_pair(
     """One padded row ``[seq_len]``: BOS prompt completion EOS; target_mask is 1 on completion + EOS."""
     p = list(tokenizer.encode(prompt, add_bos=True))
     c = list(tokenizer.encode(completion, add_bos=False)) + list(tokenizer.eos_ids[:1])
-    ids = (p + c)[:seq_len]
-    n = len(ids)
-    row = {
-        "tokens": np.full(seq_len, tokenizer.pad_id or 0, np.int32),
-        "segment_ids": np.zeros(seq_len, np.int32),
-        "positions": np.zeros(seq_len, np.int32),
-        "modality": np.zeros(seq_len, np.int32),
-        "target_mask": np.zeros(seq_len, np.float32),
-    }
-    row["tokens"][:n] = ids
-    row["segment_ids"][:n] = 1
-    row["positions"][:n] = np.arange(n)
-    row["target_mask"][len(p) : n] = 1.0
-    return row
+    batch = empty_batch(1, seq_len, pad_id=tokenizer.pad_id or 0)
+    put_document(batch, 0, 0, 1, (p + c)[:seq_len], 0, targets_from=len(p))
+    return {k: v[0] for k, v in batch.items()}
 
 
 class SFTSource:
@@ -156,7 +133,7 @@ class SFTSource:
         examples = [self._example(self.position + j) for j in range(self.batch_size)]
         self.position += self.batch_size
         batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-        return to_global(batch, self.sharding)
+        return on_mesh(batch, self.sharding)
 
     def get_state(self) -> dict[str, Any]:
         return {"position": self.position}
@@ -200,7 +177,7 @@ class CorpusSource:
     ):
         from logos_jax.data.pipeline import make_train_iterator
 
-        self.sharding, self.shape = sharding, (batch_size, seq_len)
+        self.sharding, self.batch_size = sharding, batch_size
         self.iterator = make_train_iterator(
             corpus_dir,
             seq_len=seq_len,
@@ -213,11 +190,7 @@ class CorpusSource:
         )
 
     def __next__(self) -> dict[str, jax.Array]:
-        local = next(self.iterator)
-        return {
-            k: jax.make_array_from_process_local_data(self.sharding, local[k], self.shape)
-            for k in local
-        }
+        return on_mesh(next(self.iterator), self.sharding, self.batch_size)
 
     def get_state(self) -> dict[str, Any]:
         return self.iterator.get_state()
@@ -238,4 +211,4 @@ def eval_batches(
     batches = make_eval_batches(
         corpus_dir, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches
     )
-    return [to_global(dict(b), sharding) for b in batches]
+    return [on_mesh(b, sharding) for b in batches]

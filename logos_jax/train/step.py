@@ -19,26 +19,13 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from logos_jax.batch import KEYS as BATCH_KEYS  # the one batch schema
+from logos_jax.batch import abstract_batch  # noqa: F401  (re-exported for the loop and benchmarks)
 from logos_jax.config import ModelConfig
 from logos_jax.data.corpus import MODALITIES
 from logos_jax.model import Decoder, abstract_params, head_kernel, param_shardings
 from logos_jax.model.layers import matmul
 from logos_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, logical_to_spec
-
-BATCH_KEYS = ("tokens", "segment_ids", "positions", "modality", "target_mask")
-
-
-def abstract_batch(batch_size: int, seq_len: int, sharding: Any) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of one global batch (``[batch, seq]`` each) for lowering the step ahead of time."""
-    return {
-        k: jax.ShapeDtypeStruct(
-            (batch_size, seq_len),
-            jnp.float32 if k == "target_mask" else jnp.int32,
-            sharding=sharding,
-        )
-        for k in BATCH_KEYS
-    }
-
 
 NUM_MODALITIES = len(MODALITIES)
 
