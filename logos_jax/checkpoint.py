@@ -16,6 +16,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
+from logos_jax.checkpoint_steps import committed_steps
 from logos_jax.config import ModelConfig, load_model_config, save_model_config
 from logos_jax.errors import LogosError
 from logos_jax.model import abstract_params, to_layer_layout
@@ -82,17 +83,10 @@ def save_model(
 
 
 def _latest_step_dir(checkpoints: Path) -> Path:
-    steps = sorted(
-        (int(p.name), p)
-        for p in checkpoints.iterdir()
-        if p.name.isdigit()
-        and (p / PARAMS).is_dir()
-        # Orbax writes a commit marker only once a step is complete.
-        and ((p / "_CHECKPOINT_METADATA").exists() or (p / "commit_success.txt").exists())
-    )
+    steps = [s for s in committed_steps(checkpoints) if (checkpoints / str(s) / PARAMS).is_dir()]
     if not steps:
         raise LogosError(f"{checkpoints}: no complete checkpoint step")
-    return steps[-1][1]
+    return checkpoints / str(steps[-1])
 
 
 def resolve_model_dir(path: str | Path) -> tuple[Path, Path]:

@@ -3,9 +3,9 @@
 Items of one step: ``params`` (the model params in their param dtype, the layout ``load_model`` and
 ``logos convert jax2hf`` read), ``opt_state``, ``meta`` (JSON: step, RNG key, skipped-step count, the
 train config) and ``data`` (the batch source's state, one JSON file per process, Grain's handler).
-Saves are asynchronous and keep the last N steps. Only committed steps (Orbax's
-``_CHECKPOINT_METADATA`` marker, written last) are ever restored; restores go through an explicit
-sharded target, so a run saved on one mesh resumes on another.
+Saves are asynchronous and keep the last N steps. Only committed steps (``checkpoint_steps``: the
+one commit rule) are ever restored; restores go through an explicit sharded target, so a run saved
+on one mesh resumes on another.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from logos_jax.checkpoint_steps import committed_steps
 from logos_jax.errors import LogosError
 from logos_jax.train.step import StateLayout, TrainState
 
-COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
 ITEMS = ("params", "opt_state", "meta", "data")
 
 
@@ -42,17 +42,6 @@ class _DataState:
 
     def start_prefetch(self) -> None:
         pass
-
-
-def committed_steps(directory: Path) -> list[int]:
-    """Steps under ``directory`` whose checkpoint finished (commit marker present), ascending."""
-    if not directory.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in directory.iterdir()
-        if p.name.isdigit() and any((p / m).exists() for m in COMMIT_MARKERS)
-    )
 
 
 def _unreadable(step_dir: Path) -> str | None:

@@ -103,9 +103,9 @@ def check_resume_shape(config) -> None:
     (``model.num_layers=4`` on a 2-layer run) is refused instead of silently ignored."""
     from pathlib import Path
 
+    from logos_jax.checkpoint_steps import committed_steps
     from logos_jax.config import load_model_config
     from logos_jax.errors import LogosError
-    from logos_jax.train.checkpointing import committed_steps
 
     run_dir = Path(config.run_dir)
     if not (run_dir / "model_config.yaml").is_file() or not committed_steps(

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from logos_jax.checkpoint import stores_scanned_layers
+from logos_jax.checkpoint_steps import uncommitted_step_dirs
 from logos_jax.config import ModelConfig, find_preset, load_model_config, save_model_config
 from logos_jax.data.corpus import MODALITIES
 from logos_jax.errors import LogosError
@@ -26,7 +27,7 @@ from logos_jax.model_folder import MODEL_CONFIG, PARAMS, copy_tokenizer_files
 from logos_jax.sharding import MeshConfig, batch_shards, make_mesh
 from logos_jax.train import data as data_lib
 from logos_jax.train import distributed
-from logos_jax.train.checkpointing import COMMIT_MARKERS, TrainCheckpointer
+from logos_jax.train.checkpointing import TrainCheckpointer
 from logos_jax.train.config import TrainConfig, from_dict, save_train_config
 from logos_jax.train.init import fit_vocab, fresh_params, load_initial, train_dtypes
 from logos_jax.train.metrics import MetricsWriter, mfu, peak_flops_per_device, perplexity
@@ -115,11 +116,10 @@ def _barrier(name: str) -> None:
 
 def _drop_uncommitted(directory: Path) -> None:
     """Remove step folders whose save never committed (a kill mid-save); they are never restored."""
-    if jax.process_index() == 0 and directory.is_dir():
-        for p in directory.iterdir():
-            if p.name.isdigit() and not any((p / m).exists() for m in COMMIT_MARKERS):
-                print(f"ignoring incomplete checkpoint {p} (no commit marker)", file=sys.stderr)
-                shutil.rmtree(p, ignore_errors=True)
+    if jax.process_index() == 0:
+        for p in uncommitted_step_dirs(directory):
+            print(f"ignoring incomplete checkpoint {p} (no commit marker)", file=sys.stderr)
+            shutil.rmtree(p, ignore_errors=True)
     _barrier("drop_uncommitted")
 
 
