@@ -5,22 +5,26 @@ bf16, sharded safetensors, ~2.5 GB), then in one run times (a) ``cp -r`` of the 
 for any conversion, which must read and write the same bytes — and (b) ``logos convert hf2jax`` in
 a fresh process (start-up included), whose peak RSS is its own ``VmHWM`` (``getrusage`` would
 also count the memory of this process, which a child inherits until it execs).
-Each command starts after a ``sync``; rounds alternate them and the best of each is reported.
+Each command starts after a ``sync``; rounds alternate them (the machine is shared) and the median
+and best of each are reported. ``--compare DIR`` times the ``hf2jax`` of another checkout (e.g. a
+``git worktree`` of an earlier commit) in the same rounds, for before/after figures under one load.
 
 hf2jax writes with ``O_DIRECT`` (no page cache); ``cp`` and ``hf2jax --buffered-io`` fill the page
 cache, and on a VM whose freed memory goes back to the host (this one) new page-cache pages cost ~5x
 more than pages freed a moment ago. So each of those two runs right after deleting an earlier
 output: both are timed in their best case.
 
-    python benchmarks/convert.py [--layers 16] [--workdir /tmp/logos_convert_bench]
-Targets: time ratio <= 3, RSS <= 1.25 x checkpoint size (+ ~1 GB fixed runtime).
+    python benchmarks/convert.py [--layers 16] [--rounds 5] [--compare /tmp/logos_base]
+Targets (issue 18): time ratio <= 1.5 (median), peak RSS <= 0.3 x checkpoint size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -30,9 +34,9 @@ import ml_dtypes
 import numpy as np
 
 from logos_jax.config import load_model_config
-from logos_jax.convert.name_map import hf_shape, hf_tensors
 from logos_jax.convert.safetensors_io import write_safetensors
 from logos_jax.grammar.tags import ALL_TAGS
+from logos_jax.params import hf_tensors
 
 
 def build_checkpoint(folder: Path, layers: int, shard_bytes: int = 1 << 30) -> int:
@@ -44,8 +48,8 @@ def build_checkpoint(folder: Path, layers: int, shard_bytes: int = 1 << 30) -> i
     (folder / "config.json").write_text(json.dumps(hf))
     rng = np.random.default_rng(0)
     shards, current, size, total = [], [], 0, 0
-    for name, entry, _ in hf_tensors(config):
-        shape = hf_shape(entry, config)
+    for name, info, _ in hf_tensors(config):
+        shape = info.shape
         arr = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(ml_dtypes.bfloat16)
         if current and size + arr.nbytes > shard_bytes:
             shards.append(current)
@@ -71,20 +75,27 @@ CONVERT_AND_REPORT_PEAK = (
 )
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     """Wall time and stdout of ``cmd``, started with no dirty pages pending (``sync`` first: writeback
     left over from an earlier step would otherwise throttle whichever command runs second)."""
     subprocess.run(["sync"], check=True)
     start = time.perf_counter()
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
     return time.perf_counter() - start, out
+
+
+def summary(times: list[float]) -> str:
+    return f"median {statistics.median(times):.2f} s (best {min(times):.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=16, help="16 = the real 1B")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/logos_convert_bench"))
-    parser.add_argument("--rounds", type=int, default=2, help="cp / hf2jax rounds; best of each")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--compare", type=Path, default=None, help="another checkout whose hf2jax is timed too"
+    )
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     src = args.workdir / "hf"
@@ -92,37 +103,38 @@ def main() -> None:
     print(f"checkpoint: {size / 1e9:.2f} GB on disk ({args.layers} layers, bf16)")
 
     copy, out = args.workdir / "copy", args.workdir / "jax"
-    convert = [
-        sys.executable,
-        "-c",
-        CONVERT_AND_REPORT_PEAK,
-        "convert",
-        "hf2jax",
-        str(src),
-        str(out),
-    ]
+    convert = [sys.executable, "-c", CONVERT_AND_REPORT_PEAK, "convert", "hf2jax", str(src)]
     cp = ["cp", "-r", str(src), str(copy)]
+    other = None
+    if args.compare is not None:
+        other = {**os.environ, "PYTHONPATH": str(args.compare.absolute())}
     subprocess.run(cp, check=True)  # so that the first timed command also follows a deletion
-    cp_s = convert_s = buffered_s = float("inf")
+    times: dict[str, list[float]] = {"cp": [], "hf2jax": [], "buffered": [], "compare": []}
     peak = 0
-    for _ in range(args.rounds):  # interleaved (the machine is shared): best of each
+    for _ in range(args.rounds):  # interleaved (the machine is shared)
         shutil.rmtree(copy)
-        buffered_s = min(buffered_s, timed([*convert, "--buffered-io"])[0])
+        times["buffered"].append(timed([*convert, str(out), "--buffered-io"])[0])
         shutil.rmtree(out)
-        cp_s = min(cp_s, timed(cp)[0])
-        seconds, stdout = timed(convert)
-        convert_s = min(convert_s, seconds)
+        times["cp"].append(timed(cp)[0])
+        seconds, stdout = timed([*convert, str(out)])
+        times["hf2jax"].append(seconds)
         peak = max(peak, int(stdout.split()[-1]) * 1024)  # kB -> bytes
         shutil.rmtree(out)
-    runtime = 1.0e9
+        if other is not None:
+            times["compare"].append(timed([*convert, str(out)], env=other)[0])
+            shutil.rmtree(out)
+    cp_s = statistics.median(times["cp"])
+    ratio = statistics.median(times["hf2jax"]) / cp_s
+    print(f"cp: {summary(times['cp'])}   hf2jax: {summary(times['hf2jax'])}")
     print(
-        f"cp: {cp_s:.2f} s   hf2jax: {convert_s:.2f} s   time ratio: {convert_s / cp_s:.2f} "
-        f"(target <= 3)   [hf2jax --buffered-io: {buffered_s:.2f} s = {buffered_s / cp_s:.2f}x]"
+        f"time ratio (medians): {ratio:.2f} (target <= 1.5)   [hf2jax --buffered-io: "
+        f"{summary(times['buffered'])} = {statistics.median(times['buffered']) / cp_s:.2f}x]"
     )
-    print(
-        f"peak RSS: {peak / 1e9:.2f} GB = {peak / size:.2f} x checkpoint; "
-        f"(peak - 1 GB runtime) / size = {(peak - runtime) / size:.2f} (target <= 1.25)"
-    )
+    if other is not None:
+        compare_s = statistics.median(times["compare"])
+        print(f"hf2jax of {args.compare}: {summary(times['compare'])} = {compare_s / cp_s:.2f}x cp")
+    print(f"peak RSS: {peak / 1e9:.2f} GB = {peak / size:.2f} x checkpoint (target <= 0.3)")
+    print(f"rounds: {json.dumps({k: [round(t, 2) for t in v] for k, v in times.items() if v})}")
     shutil.rmtree(args.workdir, ignore_errors=True)
 
 

@@ -1,6 +1,7 @@
 """Device mesh and the logical-axis rules that map parameter/activation axes onto it.
 
-Every parameter carries logical axis names (``("layers", "embed", "mlp")``); one short rules table maps
+Every parameter carries logical axis names (``("layers", "mlp", "embed")``, declared in the parameter
+table ``logos_jax.params``); one short rules table maps
 them onto the mesh axes ``data`` / ``fsdp`` / ``tensor``. A dimension whose size the mesh axes do not
 divide is left replicated rather than failing, so odd vocabularies still load.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from logos_jax.errors import LogosError
+from logos_jax.validate import check_fields, check_ranges
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -39,11 +41,30 @@ DEFAULT_RULES: Rules = (
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Mesh shape; one axis may be ``-1`` (the rest of the devices)."""
+    """Mesh shape; one axis may be ``-1`` (the rest of the devices). Also the ``mesh`` section of the
+    train config (``mesh.fsdp=4``), checked there by ``check``."""
 
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+    num_devices: int = 0  # use only the first N devices (0: all)
+
+    def check(self, where: str) -> None:
+        """LogosError ``<where>: mesh.<axis>=...`` for a field of the wrong type or out of range."""
+        check_fields(self, where, "mesh.")
+        axes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        check_ranges(
+            where,
+            [
+                *[(v == -1 or v >= 1, f"mesh.{k}={v} must be >= 1 or -1") for k, v in axes.items()],
+                (
+                    list(axes.values()).count(-1) <= 1,
+                    " and ".join(f"mesh.{k}=-1" for k, v in axes.items() if v == -1)
+                    + ": at most one mesh axis may be -1",
+                ),
+                (self.num_devices >= 0, f"mesh.num_devices={self.num_devices} must be >= 0"),
+            ],
+        )
 
     def resolve(self, num_devices: int) -> tuple[int, int, int]:
         sizes = [self.data, self.fsdp, self.tensor]
@@ -68,9 +89,11 @@ class MeshConfig:
 
 
 def make_mesh(config: MeshConfig | None = None, devices: Sequence[Any] | None = None) -> Mesh:
-    """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all), with Auto axis types."""
-    devices = list(jax.devices() if devices is None else devices)
-    shape = (config or MeshConfig()).resolve(len(devices))
+    """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all; the first ``num_devices`` of
+    them when the config names a number), with Auto axis types."""
+    config = config or MeshConfig()
+    devices = list(jax.devices() if devices is None else devices)[: config.num_devices or None]
+    shape = config.resolve(len(devices))
     grid = np.asarray(devices, dtype=object).reshape(shape)
     return Mesh(grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
@@ -94,6 +117,17 @@ def logical_to_spec(
         used.update(kept)
         spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
     return PartitionSpec(*spec)
+
+
+def constrain(
+    x: jax.Array, axes: Sequence[str | None], mesh: Mesh | None, rules: Rules = DEFAULT_RULES
+) -> jax.Array:
+    """``x`` constrained to the sharding of its logical ``axes`` on ``mesh`` (no-op without one):
+    the one sharding-constraint helper of the model, the train step and the decode engine."""
+    if mesh is None:
+        return x
+    spec = logical_to_spec(axes, x.shape, mesh, rules)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def tree_shardings(logical_tree: Any, shape_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES):

@@ -210,17 +210,15 @@ def test_resize_embeddings_mean_rows():
     config = load_model_config("tiny").replace(vocab_size=10, tie_embeddings=False)
     params = {
         "embed_tokens": {"embedding": rng.normal(size=(10, 128)).astype(np.float32)},
-        "lm_head": {"kernel": rng.normal(size=(128, 10)).astype(np.float32)},
+        "lm_head": {"weight": rng.normal(size=(10, 128)).astype(np.float32)},
     }
     new, new_config = resize_embeddings(params, config, 13, new_token_ids=[9, 10, 11, 12])
-    emb, head = new["embed_tokens"]["embedding"], new["lm_head"]["kernel"]
-    assert emb.shape == (13, 128) and head.shape == (128, 13) and new_config.vocab_size == 13
+    emb, head = new["embed_tokens"]["embedding"], new["lm_head"]["weight"]
+    assert emb.shape == (13, 128) and head.shape == (13, 128) and new_config.vocab_size == 13
     mean = params["embed_tokens"]["embedding"][:9].mean(axis=0)
     for row in (9, 10, 11, 12):
         np.testing.assert_allclose(emb[row], mean, atol=1e-6)
-        np.testing.assert_allclose(
-            head[:, row], params["lm_head"]["kernel"][:, :9].mean(1), atol=1e-6
-        )
+        np.testing.assert_allclose(head[row], params["lm_head"]["weight"][:9].mean(0), atol=1e-6)
     np.testing.assert_array_equal(emb[:9], params["embed_tokens"]["embedding"][:9])
     with pytest.raises(LogosError, match="cannot shrink"):
         resize_embeddings(params, config, 5)
@@ -239,8 +237,13 @@ def test_cli_round_trip_and_errors(hf_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["convert", "hf2jax", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
-    assert main(["convert", "jax2hf", str(hf_dir), str(tmp_path / "y")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["convert", "jax2hf", str(tmp_path / "empty"), str(tmp_path / "y")]) == 2
     assert "not a logos_jax checkpoint" in capsys.readouterr().err
+    # An HF folder is a checkpoint too (loaded directly): re-exporting it is bit-identical.
+    assert main(["convert", "jax2hf", str(hf_dir), str(tmp_path / "again")]) == 0
+    for name in ("model.safetensors",):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "back" / name).read_bytes()
 
 
 def _word_tokenizer(folder, size):
@@ -269,13 +272,13 @@ def test_hf2jax_add_tags_resizes_embeddings(tmp_path):
     config, params = load_model(tmp_path / "jax")
     assert config.vocab_size == 250 + len(ALL_TAGS)
     emb = np.asarray(params["embed_tokens"]["embedding"])
-    head = np.asarray(params["lm_head"]["kernel"])
+    head = np.asarray(params["lm_head"]["weight"])
     original = model.model.embed_tokens.weight.detach().numpy()
     np.testing.assert_array_equal(emb[:250], original[:250])
     for row in ids:  # rows 250..255 existed (unused ids) and are reset too
         np.testing.assert_allclose(emb[row], original[:250].mean(0), atol=1e-6)
         np.testing.assert_allclose(
-            head[:, row], model.lm_head.weight.detach().numpy()[:250].mean(0), atol=1e-6
+            head[row], model.lm_head.weight.detach().numpy()[:250].mean(0), atol=1e-6
         )
     decoded = tokenizer.decode(tokenizer.encode("<MoleculeS> w5 <MoleculeE>", add_bos=False))
     assert "<MoleculeS>" in decoded and "<MoleculeE>" in decoded

@@ -14,9 +14,9 @@ from logos_jax.checkpoint import load_model
 from logos_jax.config import ModelConfig
 from logos_jax.convert.hf2jax import hf_to_jax
 from logos_jax.convert.jax2hf import jax_to_hf
-from logos_jax.convert.name_map import hf_tensors, hf_view
 from logos_jax.model import Decoder
 from logos_jax.model.rope import cos_sin
+from logos_jax.params import hf_tensors, hf_view
 from logos_jax.sample.processors import SamplingConfig
 from logos_jax.sample.sampler import Sampler
 from logos_jax.train.step import LossConfig, loss_sums

@@ -18,18 +18,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from logos_jax.checkpoint import load_model, restore_params
 from logos_jax.config import load_model_config
 from logos_jax.convert.hf2jax import hf_to_jax
-from logos_jax.convert.name_map import (
-    get_path,
-    hf_shape,
-    hf_tensors,
-    hf_view,
-    jax_shape,
-    param_table,
-)
 from logos_jax.convert.orbax_format import ArrayFile, CheckpointWriter, aligned_buffer, crc32c
 from logos_jax.convert.safetensors_io import write_safetensors
 from logos_jax.errors import LogosError
 from logos_jax.model import abstract_params
+from logos_jax.params import get_path, hf_tensors, hf_view, param_table
 from logos_jax.sharding import MeshConfig, make_mesh
 
 
@@ -129,11 +122,12 @@ def test_direct_and_buffered_writes_agree(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("preset", ["tiny", "logos-8b"])
 def test_config_shapes_match_the_model(preset):
-    """name_map derives parameter shapes from the config alone; they must be the model's."""
+    """The table derives parameter shapes from the config alone; they must be the model's."""
     config = load_model_config(preset)
     shapes = abstract_params(config)
-    for entry in param_table(config):
-        assert jax_shape(entry, config) == get_path(shapes, entry.path).shape, entry.hf_name
+    for info in param_table(config).values():
+        stacked = info.stacked_shape(config.num_layers)
+        assert stacked == get_path(shapes, info.path).shape, info.hf_name
 
 
 def _synthetic_hf(folder, stored):
@@ -143,8 +137,7 @@ def _synthetic_hf(folder, stored):
     (folder / "config.json").write_text(json.dumps(config.to_hf()))
     rng = np.random.default_rng(1)
     tensors = {
-        name: rng.standard_normal(hf_shape(entry, config)).astype(stored)
-        for name, entry, _ in hf_tensors(config)
+        name: rng.standard_normal(info.shape).astype(stored) for name, info, _ in hf_tensors(config)
     }
     write_safetensors(folder / "model.safetensors", list(tensors.items()))
     return config, tensors

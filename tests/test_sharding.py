@@ -51,9 +51,9 @@ def test_sharded_forward_equals_unsharded(qwen_like):
 
     mesh = make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
     sharded = init_params(cfg, jax.random.key(0), mesh)
-    q = sharded["layers"]["self_attn"]["q_proj"]["kernel"]
-    assert q.sharding.spec == PartitionSpec(None, "fsdp", "tensor")
-    assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (4, 32, 64)
+    q = sharded["layers"]["self_attn"]["q_proj"]["weight"]  # [layers, q, hidden]
+    assert q.sharding.spec == PartitionSpec(None, "tensor", "fsdp")
+    assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (4, 64, 32)
     batch = batch_sharding(mesh)
     fwd = jax.jit(
         Decoder(cfg, mesh=mesh).apply,
@@ -77,8 +77,8 @@ def test_unscanned_layers_compute_the_same_sharded(qwen_like):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     per_layer = init_params(cfg, jax.random.key(0), mesh, scan_layers=False)
     assert "layers" not in per_layer and f"layers_{cfg.num_layers - 1}" in per_layer
-    q = per_layer["layers_0"]["self_attn"]["q_proj"]["kernel"]
-    assert q.sharding.spec == PartitionSpec("fsdp", "tensor")
+    q = per_layer["layers_0"]["self_attn"]["q_proj"]["weight"]
+    assert q.sharding.spec == PartitionSpec("tensor", "fsdp")
     restacked = stack_layers(per_layer, cfg.num_layers)
     jax.tree.map(np.testing.assert_array_equal, restacked, params)
     jax.tree.map(

@@ -79,11 +79,11 @@ def test_decay_mask_and_schedule():
     params = abstract_params(load_model_config("tiny").replace(tie_embeddings=False))
     mask = decay_mask(params, decay_embeddings=False)
     assert (
-        mask["layers"]["mlp"]["up_proj"]["kernel"]
-        and mask["layers"]["self_attn"]["q_proj"]["kernel"]
+        mask["layers"]["mlp"]["up_proj"]["weight"]
+        and mask["layers"]["self_attn"]["q_proj"]["weight"]
     )
     assert not mask["layers"]["input_layernorm"]["scale"] and not mask["norm"]["scale"]
-    assert not mask["embed_tokens"]["embedding"] and not mask["lm_head"]["kernel"]
+    assert not mask["embed_tokens"]["embedding"] and not mask["lm_head"]["weight"]
     assert decay_mask(params, decay_embeddings=True)["embed_tokens"]["embedding"]
     wsd = learning_rate_schedule(
         OptimizerConfig(lr=1.0, schedule="wsd", warmup_steps=10, decay_fraction=0.5), 110

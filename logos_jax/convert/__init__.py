@@ -1,6 +1,6 @@
 """Checkpoint conversion between Hugging Face folders and logos model folders.
 
 ``hf2jax`` (HF -> logos, no JAX needed), ``jax2hf`` (logos -> HF), ``resize`` (embedding growth for
-added tags), ``name_map`` (the one HF <-> JAX parameter table), ``safetensors_io``, ``orbax_format``.
+added tags), ``hf_folder`` (an HF folder read against the parameter table, ``logos_jax.params``), ``safetensors_io``, ``orbax_format``.
 Import from the submodules (importing this package loads nothing heavy).
 """

@@ -1,10 +1,13 @@
 """Hugging Face folder -> logos model folder (Orbax params + model config + tokenizer files).
 
-Each parameter goes straight from the (memory-mapped) safetensors files into its checkpoint file
-(``convert.orbax_format``), one cache-sized band of rows at a time in a reused buffer, transposed
-for kernels, on all cores, written with ``O_DIRECT``. Nothing is upcast (bf16 stays bf16) and no copy
-of the model is held in memory. JAX is never imported, so the conversion starts in a fraction of a
-second.
+The parameter table (``logos_jax.params``) keeps every tensor in the layout of the HF files, so
+converting is a copy: each tensor goes straight from the (memory-mapped) safetensors files to its
+place in its checkpoint file (``convert.orbax_format``; a layer's tensor is one chunk of its stacked
+parameter), one band at a time: ``pread`` into a reused aligned buffer, then an ``O_DIRECT`` write, on
+all cores (what ``cp`` does, minus the page cache on the write side). Only a dtype change (or a grown
+vocabulary) goes through numpy. Nothing is upcast (bf16 stays bf16) and no copy of the model is held in memory. JAX is
+never imported, so the conversion starts in a fraction of a second. (Converting is optional: every
+command that takes a checkpoint also loads an HF folder directly.)
 """
 
 from __future__ import annotations
@@ -20,27 +23,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from logos_jax.config import ModelConfig, read_json, save_model_config
-from logos_jax.convert.name_map import (
-    IGNORED_SUFFIXES,
-    ParamEntry,
-    hf_shape,
-    hf_tensors,
-    jax_shape,
-    param_table,
-)
+from logos_jax.config import ModelConfig, save_model_config
+from logos_jax.convert.hf_folder import bits, checked_tensors, hf_config
 from logos_jax.convert.orbax_format import ArrayFile, CheckpointWriter, aligned_buffer
 from logos_jax.convert.resize import check_growth, resize_rows
-from logos_jax.convert.safetensors_io import DTYPES, HF_DTYPE, TensorInfo, index_tensors, map_tensor
+from logos_jax.convert.safetensors_io import DTYPE_CODES, ITEMSIZE, TensorInfo, map_tensor
 from logos_jax.errors import LogosError
 from logos_jax.model_folder import MODEL_CONFIG, PARAMS, atomic_folder, copy_tokenizer_files
+from logos_jax.params import ParamInfo, param_table
 
-# Twice the cores: while one band waits on its (direct) write, another is being transposed.
+# Twice the cores: while one band waits on its (direct) write, another is being copied.
 _POOL = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1), thread_name_prefix="hf2jax")
-_BAND = 256  # destination rows per written band
-_TILE = 128  # columns per transposed tile: 256 x 128 tiles are ~5x faster than numpy's strided copy
+_BAND_BYTES = 4 << 20  # bytes per written band (about)
 _BUFFERS = threading.local()  # one reusable band buffer per worker thread
-_HEAD, _EMBED = "lm_head.weight", "model.embed_tokens.weight"
 
 
 @dataclass(frozen=True)
@@ -52,55 +47,70 @@ class VocabResize:
     reset: tuple[int, ...]
 
 
-def _bits(array: np.ndarray) -> np.ndarray:
-    """Same-size unsigned-int view: numpy's fast strided copy (bf16 has no fast path of its own)."""
-    return array.view(np.dtype(f"u{array.dtype.itemsize}"))
+def _buffer(size: int) -> np.ndarray:
+    """This thread's reused page-aligned buffer, ``size`` bytes of it (uint8)."""
+    buffer = getattr(_BUFFERS, "bytes", None)
+    if buffer is None or buffer.nbytes < size:
+        buffer = _BUFFERS.bytes = aligned_buffer(max(size, _BAND_BYTES))
+    return buffer[:size]
 
 
 def _band_buffer(rows: int, cols: int, dtype: np.dtype) -> np.ndarray:
-    size = rows * cols * dtype.itemsize
-    buffer = getattr(_BUFFERS, "bytes", None)
-    if buffer is None or buffer.nbytes < size:
-        buffer = _BUFFERS.bytes = aligned_buffer(size)
-    return buffer[:size].view(dtype).reshape(rows, cols)
+    return _buffer(rows * cols * dtype.itemsize).view(dtype).reshape(rows, cols)
+
+
+def submit_copy(
+    out: ArrayFile, offset: int, tensor: TensorInfo, fd: int, done: Callable[[int], None]
+) -> list[Future]:
+    """Queue the copy of ``tensor``'s bytes (read from ``fd``, its open file) to byte ``offset`` of
+    ``out``: bands of ``_BAND_BYTES``, each ``pread`` into an aligned buffer and written from it."""
+
+    def copy(start: int) -> None:
+        if not out.direct:  # through the page cache: an in-kernel copy, as ``cp`` makes
+            out.copy_from(
+                fd, tensor.start + start, min(_BAND_BYTES, tensor.nbytes - start), offset + start
+            )
+            done(min(_BAND_BYTES, tensor.nbytes - start))
+            return
+        buf = _buffer(min(_BAND_BYTES, tensor.nbytes - start))
+        view, at = memoryview(buf), tensor.start + start
+        while view:
+            n = os.preadv(fd, [view], at)
+            if n == 0:
+                raise LogosError(f"{tensor.file}: truncated while reading tensor {tensor.name!r}")
+            view, at = view[n:], at + n
+        out.write(buf, offset + start)
+        done(buf.nbytes)
+
+    return [_POOL.submit(copy, s) for s in range(0, tensor.nbytes, _BAND_BYTES)]
 
 
 def submit_rows(
-    out: ArrayFile,
-    offset: int,
-    source: np.ndarray,
-    transpose: bool,
-    done: Callable[[int], None],
+    out: ArrayFile, offset: int, source: np.ndarray, done: Callable[[int], None]
 ) -> list[Future]:
-    """Queue the write of ``source.T if transpose else source``, in ``out``'s dtype, at byte
-    ``offset`` of ``out``; ``done(nbytes)`` is called as each part lands.
-
-    A band of ``_BAND`` destination rows per task, on all cores (numpy and ``pwrite`` release the
-    GIL); transposed bands are filled tile by tile so reads stay in cache.
-    """
-    view = source.T if transpose else source
-    if view.ndim < 2:
-        out.write(view.astype(out.dtype), offset)
-        done(view.size * out.dtype.itemsize)
+    """Queue the write of ``source`` (cast to ``out``'s dtype) at byte ``offset`` of ``out``;
+    ``done(nbytes)`` is called as each part lands. A band of rows per task, on all cores (numpy
+    and ``pwrite`` release the GIL)."""
+    if source.ndim < 2:
+        out.write(source.astype(out.dtype), offset)
+        done(source.size * out.dtype.itemsize)
         return []
-    rows, cols = view.shape
+    source = source.reshape(source.shape[0], -1)
+    rows, cols = source.shape
     dtype = out.dtype
-    if view.dtype == dtype:
-        view = _bits(view)
-        dtype = view.dtype
+    if source.dtype == dtype:
+        source = bits(source)
+        dtype = source.dtype
     row_bytes = cols * dtype.itemsize
+    band = max(1, _BAND_BYTES // row_bytes)
 
-    def band(r: int) -> None:
-        buf = _band_buffer(min(_BAND, rows - r), cols, dtype)
-        if transpose:
-            for c in range(0, cols, _TILE):
-                buf[:, c : c + _TILE] = view[r : r + _BAND, c : c + _TILE]
-        else:
-            buf[...] = view[r : r + _BAND]
+    def copy(r: int) -> None:
+        buf = _band_buffer(min(band, rows - r), cols, dtype)
+        buf[...] = source[r : r + band]
         out.write(buf, offset + r * row_bytes)
         done(buf.nbytes)
 
-    return [_POOL.submit(band, r) for r in range(0, rows, _BAND)]
+    return [_POOL.submit(copy, r) for r in range(0, rows, band)]
 
 
 def _wait(futures: list[Future]) -> None:
@@ -118,62 +128,24 @@ def _wait_quietly(futures: list[Future]) -> None:
     wait(futures)
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray, rows: int = 4096) -> bool:
-    """Whether two (memory-mapped) arrays are bit-identical, compared ``rows`` rows at a time."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    return all(
-        np.array_equal(_bits(a[r : r + rows]), _bits(b[r : r + rows]))
-        for r in range(0, a.shape[0], rows)
-    )
-
-
-def _check_tied_head(tensors: dict[str, TensorInfo]) -> None:
-    """A tied config's file may still carry ``lm_head.weight``, but only as a copy of the embedding;
-    anything else is an untied model, which would load wrong."""
-    head, embed = tensors[_HEAD], tensors[_EMBED]
-    if not _same_bits(map_tensor(head), map_tensor(embed)):
-        raise LogosError(
-            f"{head.file}: tensor {_HEAD!r} differs from {_EMBED!r} but config.json says "
-            "tie_word_embeddings: true; if the model is untied, set it to false in config.json"
-        )
-
-
-def _check_names(config: ModelConfig, tensors: dict[str, TensorInfo], hf_dir: Path) -> None:
-    expected = {name for name, _, _ in hf_tensors(config)}
-    missing = sorted(expected - set(tensors))
-    if missing:
-        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise LogosError(
-            f"{hf_dir}: missing tensor(s) {missing[:5]}{more} required by config.json "
-            f"({config.architecture}, {config.num_layers} layers)"
-        )
-    ignorable = {_HEAD} if config.tie_embeddings else set()
-    if config.tie_embeddings and _HEAD in tensors:
-        _check_tied_head(tensors)
-    extra = sorted(
-        n for n in set(tensors) - expected - ignorable if not n.endswith(IGNORED_SUFFIXES)
-    )
-    if extra:
-        raise LogosError(
-            f"{tensors[extra[0]].file}: unexpected tensor(s) {extra[:5]} not part of a "
-            f"{config.architecture} with this config.json (wrong config, or an unsupported variant)"
-        )
-
-
 def _fill(
     out: ArrayFile,
     offset: int,
-    entry: ParamEntry,
-    info: TensorInfo,
+    info: ParamInfo,
+    tensor: TensorInfo,
+    fd: int,
     resize: VocabResize | None,
     done: Callable[[int], None],
 ) -> list[Future]:
-    """Queue one HF tensor's write into ``out`` at byte ``offset`` (its slice of a stacked parameter)."""
-    source = map_tensor(info)
-    if resize is not None and entry.hf_dims[0] == "vocab":
+    """Queue one HF tensor's write into ``out`` at byte ``offset`` (its slice of a stacked
+    parameter): a byte copy, unless its dtype changes or its vocabulary grows."""
+    grows = resize is not None and info.dims[0] == "vocab"
+    if tensor.dtype == DTYPE_CODES[out.dtype_name] and not grows:
+        return submit_copy(out, offset, tensor, fd, done)
+    source = map_tensor(tensor)
+    if grows:
         source = resize_rows(source, resize.new, resize.reset, resize.old)
-    return submit_rows(out, offset, source, entry.transpose, done)
+    return submit_rows(out, offset, source, done)
 
 
 def write_params(
@@ -187,14 +159,14 @@ def write_params(
     """Write the parameters of ``hf_dir`` as an Orbax checkpoint at ``path``, in the dtype of
     ``config.param_dtype``, the vocabulary grown by ``resize`` when given; ``direct_io``: bypass the
     page cache (``orbax_format.ArrayFile``)."""
-    tensors = index_tensors(hf_dir)
-    _check_names(config, tensors, hf_dir)
-    dtype = np.dtype(DTYPES[{v: k for k, v in HF_DTYPE.items()}[config.param_dtype]])
+    tensors = checked_tensors(config, hf_dir)
     out_config = config if resize is None else config.replace(vocab_size=resize.new)
     writer = CheckpointWriter(path)
-    entries = param_table(config)
+    table = param_table(out_config)
+    dtype = config.param_dtype  # a name: no ml_dtypes unless a tensor is cast
     bar = tqdm(
-        total=sum(math.prod(jax_shape(e, out_config)) for e in entries) * dtype.itemsize,
+        total=sum(math.prod(i.stacked_shape(config.num_layers)) for i in table.values())
+        * ITEMSIZE[DTYPE_CODES[dtype]],
         desc="hf2jax",
         unit="B",
         unit_scale=True,
@@ -210,22 +182,19 @@ def write_params(
 
     pending: list[Future] = []
     outs: list[ArrayFile] = []
+    fds: dict[Path, int] = {}
     try:
-        for entry in entries:
-            shape = jax_shape(entry, out_config)
-            outs.append(writer.array(entry.path, shape, dtype, entry.per_layer, direct_io))
-            want = hf_shape(entry, config)
-            layers = range(config.num_layers) if entry.per_layer else [None]
+        for tensor in tensors.values():
+            if tensor.file not in fds:
+                fds[tensor.file] = os.open(tensor.file, os.O_RDONLY)
+        for info in table.values():
+            shape = info.stacked_shape(config.num_layers)
+            outs.append(writer.array(info.path, shape, dtype, info.per_layer, direct_io))
+            layers = range(config.num_layers) if info.per_layer else [None]
             for layer in layers:
-                name = entry.hf_name.format(i=layer)
-                info = tensors[name]
-                if info.shape != want:
-                    raise LogosError(
-                        f"{info.file}: tensor {name!r} has shape {list(info.shape)} but "
-                        f"config.json implies {list(want)}"
-                    )
                 offset = (layer or 0) * (outs[-1].nbytes // outs[-1].chunks)
-                pending += _fill(outs[-1], offset, entry, info, resize, done)
+                tensor = tensors[info.hf_tensor(layer)]
+                pending += _fill(outs[-1], offset, info, tensor, fds[tensor.file], resize, done)
         # Every band is queued before waiting: no idle cores between parameters. Sources are
         # mapped, not read, until their band runs, so memory stays at the bands in flight.
         _wait(pending)
@@ -239,6 +208,8 @@ def write_params(
         _wait_quietly(pending)
         for out in outs:
             out.release()
+        for fd in fds.values():
+            os.close(fd)
         bar.close()
 
 
@@ -258,14 +229,7 @@ def hf_to_jax(
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise LogosError(f"{hf_dir}: no such folder")
-    config = ModelConfig.from_hf(
-        read_json(hf_dir / "config.json"), source=str(hf_dir / "config.json")
-    )
-    generation = hf_dir / "generation_config.json"
-    if generation.is_file():
-        eos = read_json(generation).get("eos_token_id")
-        if eos is not None:
-            config = config.replace(eos_token_id=tuple(eos) if isinstance(eos, list) else eos)
+    config = hf_config(hf_dir)
     if Path(out_dir).exists():
         raise LogosError(f"{out_dir} already exists; choose a new output folder or delete it")
     tokenizer, resize = None, None

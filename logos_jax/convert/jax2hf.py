@@ -15,9 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from logos_jax.checkpoint import load_model, resolve_model_dir
-from logos_jax.convert.name_map import get_path, hf_shape, hf_tensors, hf_view
 from logos_jax.errors import LogosError
 from logos_jax.model_folder import atomic_folder, copy_tokenizer_files
+from logos_jax.params import get_path, hf_tensors, hf_view
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 
@@ -53,8 +53,7 @@ def jax_to_hf(
 
     names = list(hf_tensors(config))
     sizes = [
-        math.prod(hf_shape(e, config)) * get_path(params, e.path).dtype.itemsize
-        for _, e, _ in names
+        math.prod(info.shape) * get_path(params, info.path).dtype.itemsize for _, info, _ in names
     ]
     shards = _plan_shards(sizes, max_shard_bytes)
     with atomic_folder(out_dir) as tmp:

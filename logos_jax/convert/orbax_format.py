@@ -31,6 +31,7 @@ from logos_jax.errors import LogosError
 
 _KEY_TYPE_DICT = 2  # Orbax's code for a dict key in _METADATA
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 _BLOCK = 4096  # O_DIRECT alignment of offsets, lengths and buffer addresses
 
 
@@ -44,13 +45,13 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def _zarr_metadata(shape: tuple[int, ...], chunk: tuple[int, ...], dtype: np.dtype) -> dict:
+def _zarr_metadata(shape: tuple[int, ...], chunk: tuple[int, ...], dtype_name: str) -> dict:
     little = {"name": "bytes", "configuration": {"endian": "little"}}
     return {
         "zarr_format": 3,
         "node_type": "array",
         "shape": list(shape),
-        "data_type": dtype.name,
+        "data_type": dtype_name,
         "fill_value": 0.0,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(shape)}},
         "chunk_key_encoding": {"name": "default"},
@@ -109,19 +110,22 @@ class ArrayFile:
         self,
         directory: Path,
         shape: tuple[int, ...],
-        dtype: np.dtype,
+        dtype: np.dtype | str,
         per_layer: bool,
         direct: bool = True,
     ):
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        if self.dtype.name not in FLOAT_DTYPES:
-            raise LogosError(f"cannot store a {self.dtype} array; supported: {FLOAT_DTYPES}")
-        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        # A dtype name is enough (``bfloat16`` without importing ml_dtypes: see ``dtype``).
+        self.shape = tuple(shape)
+        self.dtype_name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+        if self.dtype_name not in FLOAT_DTYPES:
+            raise LogosError(f"cannot store a {dtype} array; supported: {FLOAT_DTYPES}")
+        self.itemsize = _ITEMSIZE[self.dtype_name]
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.itemsize
         self.chunks = self.shape[0] if per_layer else 1
         chunk = (1, *self.shape[1:]) if per_layer else self.shape
         directory.mkdir()
         (directory / "zarr.json").write_text(
-            json.dumps(_zarr_metadata(self.shape, chunk, self.dtype))
+            json.dumps(_zarr_metadata(self.shape, chunk, self.dtype_name))
         )
         shard = directory.joinpath("c", *["0"] * len(self.shape))
         shard.parent.mkdir(parents=True)
@@ -130,6 +134,13 @@ class ArrayFile:
         self._direct_fd = _open_direct(shard) if direct else -1
         if self._direct_fd >= 0:
             _reserve(self._fd, self.nbytes)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The numpy dtype (imports ml_dtypes for bfloat16)."""
+        from logos_jax.convert.safetensors_io import numpy_dtype
+
+        return numpy_dtype(self.dtype_name)
 
     def write(self, data: np.ndarray | bytes, offset: int) -> None:
         """Write ``data`` (bytes, or an array's C-order bytes) at byte ``offset`` of the data."""
@@ -146,6 +157,20 @@ class ArrayFile:
                 os.close(self._direct_fd)
                 self._direct_fd = -1
         _pwrite_all(self._fd, view, offset)
+
+    @property
+    def direct(self) -> bool:
+        """Whether aligned writes bypass the page cache (``O_DIRECT``)."""
+        return self._direct_fd >= 0
+
+    def copy_from(self, fd: int, src_offset: int, nbytes: int, offset: int) -> None:
+        """Copy ``nbytes`` of the file ``fd`` from ``src_offset`` to byte ``offset`` of the data, in
+        the kernel (``copy_file_range``; through the page cache)."""
+        while nbytes:
+            n = os.copy_file_range(fd, self._fd, nbytes, src_offset, offset)
+            if n == 0:
+                raise OSError(errno.EIO, f"short copy into {self.path}")
+            nbytes, src_offset, offset = nbytes - n, src_offset + n, offset + n
 
     def close(self) -> None:
         """Append the shard index (one (offset, length) per chunk) and its checksum."""

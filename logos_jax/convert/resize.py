@@ -14,6 +14,7 @@ import numpy as np
 
 from logos_jax.config import ModelConfig
 from logos_jax.errors import LogosError
+from logos_jax.params import get_path, vocab_paths
 
 
 def resize_rows(table: Any, new_rows: int, reset: Sequence[int], old_rows: int) -> Any:
@@ -55,11 +56,9 @@ def resize_embeddings(
     check_growth(config, new_vocab_size)
     reset = [i for i in new_token_ids if i < config.vocab_size]
     out = dict(params)
-    embed = params["embed_tokens"]["embedding"]
-    out["embed_tokens"] = {
-        "embedding": resize_rows(embed, new_vocab_size, reset, config.vocab_size)
-    }
-    if not config.tie_embeddings:
-        head = params["lm_head"]["kernel"]  # [hidden, vocab]
-        out["lm_head"] = {"kernel": resize_rows(head.T, new_vocab_size, reset, config.vocab_size).T}
+    for path in vocab_paths(config):  # the embedding, and the LM head when untied: [vocab, hidden]
+        out[path[0]] = {
+            **params[path[0]],
+            path[1]: resize_rows(get_path(params, path), new_vocab_size, reset, config.vocab_size),
+        }
     return out, config.replace(vocab_size=new_vocab_size)

@@ -1,5 +1,8 @@
 """Streaming safetensors reader/writer: one tensor at a time, bf16 via ml_dtypes, precise errors.
 
+``ml_dtypes`` (about 1 s to import: it registers every cast between its types) is imported only when a
+bf16 tensor is viewed as numbers; copying bytes (``hf2jax`` without a dtype change) never needs it.
+
 We parse the format ourselves (8-byte header length, JSON header, raw little-endian data) so that a
 tensor is read straight into its destination buffer (no framework copy, no bf16 -> fp32 upcast), and
 so that a truncated or corrupt file is reported with its name and the tensor concerned.
@@ -13,19 +16,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 from logos_jax.errors import LogosError
 from logos_jax.files import atomic_open
 
-DTYPES: dict[str, np.dtype] = {
-    "F32": np.dtype(np.float32),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F16": np.dtype(np.float16),
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2}  # the supported safetensors dtypes
 HF_DTYPE = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+DTYPE_CODES = {v: k for k, v in HF_DTYPE.items()}
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a safetensors code (``BF16``) or a dtype name (``bfloat16``)."""
+    name = HF_DTYPE.get(name, name)
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -77,9 +87,9 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         if not isinstance(entry, dict):
             raise LogosError(f"{path}: corrupt safetensors file: tensor {name!r} has no entry")
         dtype = entry.get("dtype")
-        if dtype not in DTYPES:
+        if dtype not in ITEMSIZE:
             raise LogosError(
-                f"{path}: tensor {name!r} has dtype {dtype}; supported: {', '.join(DTYPES)}"
+                f"{path}: tensor {name!r} has dtype {dtype}; supported: {', '.join(ITEMSIZE)}"
             )
         offsets, shape = entry.get("data_offsets"), entry.get("shape")
         if not (_ints(offsets) and len(offsets) == 2 and _ints(shape)):
@@ -95,7 +105,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
                 f"[{start}, {end}] and shape {list(shape)}"
             )
         info = TensorInfo(path, name, dtype, shape, base + start, base + end)
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+        expected = int(np.prod(shape, dtype=np.int64)) * ITEMSIZE[dtype]
         if info.nbytes != expected:
             raise LogosError(
                 f"{path}: corrupt safetensors file: tensor {name!r} has {info.nbytes} bytes, "
@@ -169,16 +179,15 @@ def index_tensors(hf_dir: Path) -> dict[str, TensorInfo]:
     return tensors
 
 
-def map_tensor(info: TensorInfo) -> np.ndarray:
+def map_tensor(info: TensorInfo, raw: bool = False) -> np.ndarray:
     """A read-only view of ``info``'s bytes, memory-mapped (pages come straight from the page cache,
-    no read() copy)."""
+    no read() copy); ``raw``: as unsigned ints of the same size (bits, no ml_dtypes)."""
     if info.file.stat().st_size < info.start + info.nbytes:
         raise LogosError(f"{info.file}: truncated while reading tensor {info.name!r}")
+    dtype = np.dtype(f"u{ITEMSIZE[info.dtype]}") if raw else numpy_dtype(info.dtype)
     if info.nbytes == 0:
-        return np.empty(info.shape, DTYPES[info.dtype])
-    return np.memmap(
-        info.file, DTYPES[info.dtype], mode="r", offset=info.start, shape=tuple(info.shape)
-    )
+        return np.empty(info.shape, dtype)
+    return np.memmap(info.file, dtype, mode="r", offset=info.start, shape=tuple(info.shape))
 
 
 def read_tensor(info: TensorInfo) -> np.ndarray:
@@ -192,7 +201,7 @@ def write_safetensors(path: Path, tensors: Iterator[tuple[str, np.ndarray]] | li
     offset = 0
     for name, arr in tensors:
         header[name] = {
-            "dtype": DTYPE_NAMES[arr.dtype],
+            "dtype": DTYPE_CODES[arr.dtype.name],
             "shape": list(arr.shape),
             "data_offsets": [offset, offset + arr.nbytes],
         }

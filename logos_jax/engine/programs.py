@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig
 from logos_jax.engine.state import PAGE_AXES, EngineState
@@ -26,7 +26,7 @@ from logos_jax.model import Decoder, PagedKV, head_kernel
 from logos_jax.model.layers import dtype_of
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, SamplingConfig, sample_token
-from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
+from logos_jax.sharding import DEFAULT_RULES, Rules, constrain
 
 PROMPT_LOGPROB_CHUNK = 16
 Pages = tuple[jax.Array, ...]  # one [kv_heads, pages, page_size, head_dim] array per layer
@@ -66,10 +66,7 @@ class Programs:
 
     # ----- sharding (no-ops without a mesh) -----
     def constrain(self, x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
-        if self.mesh is None:
-            return x
-        spec = logical_to_spec(axes, x.shape, self.mesh, self.rules)
-        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+        return constrain(x, axes, self.mesh, self.rules)
 
     def constrain_pages(self, k: Pages, v: Pages) -> tuple[Pages, Pages]:
         return tuple(self.constrain(x, PAGE_AXES) for x in k), tuple(

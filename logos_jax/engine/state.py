@@ -15,10 +15,9 @@ import jax.numpy as jnp
 
 from logos_jax.config import ModelConfig
 from logos_jax.model.layers import dtype_of
+from logos_jax.params import PAGE_AXES  # the pages' logical axes, beside the parameters'
 
-# Logical axes of one layer's pages (see ``logos_jax.sharding``): rows read any page, so pages are
-# never split over the batch axes; heads follow the attention weights' tensor split.
-PAGE_AXES = ("kv_heads", None, None, "head_dim")
+__all__ = ["PAGE_AXES", "EngineState", "Slots", "init_state"]
 
 
 @flax.struct.dataclass

@@ -1,18 +1,19 @@
-"""The LOGOS decoder and the helpers that create its parameters directly sharded on a mesh."""
+"""The LOGOS decoder and its parameters (created directly sharded on a mesh), all derived from the
+parameter table (``logos_jax.params``): nothing traces the model to learn its shapes."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from logos_jax.config import ModelConfig
 from logos_jax.model.attention import PagedKV
 from logos_jax.model.decoder import REMAT_POLICIES, Decoder
-from logos_jax.sharding import DEFAULT_RULES, Rules, tree_shardings
+from logos_jax.params import INIT_STDDEV, build_tree, get_path, head_path, param_table, set_path
+from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
 
 __all__ = [
     "REMAT_POLICIES",
@@ -29,16 +30,20 @@ __all__ = [
 ]
 
 
-def _boxed_shapes(config: ModelConfig, scan_layers: bool) -> Any:
-    dummy = jnp.zeros((1, 1), jnp.int32)
-    model = Decoder(config, scan_layers=scan_layers)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, dummy)["params"])
-
-
 def logical_axes(config: ModelConfig, scan_layers: bool = True) -> Any:
-    """Tree (like params) of logical-axis tuples, e.g. ``("layers", "embed", "q_heads")``."""
-    specs = nn.get_partition_spec(_boxed_shapes(config, scan_layers))
-    return jax.tree.map(tuple, specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    """Tree (like params) of logical-axis tuples, e.g. ``("layers", "q_heads", "embed")``."""
+    return build_tree(config, lambda info, shape, axes: axes, scan_layers)
+
+
+def param_shardings(
+    config: ModelConfig, mesh: Mesh, rules: Rules = DEFAULT_RULES, scan_layers: bool = True
+) -> Any:
+    """NamedSharding for every parameter."""
+
+    def leaf(info, shape, axes):
+        return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+
+    return build_tree(config, leaf, scan_layers)
 
 
 def abstract_params(
@@ -48,21 +53,14 @@ def abstract_params(
     scan_layers: bool = True,
 ) -> Any:
     """Tree of ``jax.ShapeDtypeStruct`` (with shardings when ``mesh`` is given): a restore target."""
-    shapes = nn.meta.unbox(_boxed_shapes(config, scan_layers))
-    if mesh is None:
-        return shapes
-    shardings = tree_shardings(logical_axes(config, scan_layers), shapes, mesh, rules)
-    return jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
-    )
 
+    def leaf(info, shape, axes):
+        sharding = None
+        if mesh is not None:
+            sharding = NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+        return jax.ShapeDtypeStruct(shape, jnp.dtype(info.dtype), sharding=sharding)
 
-def param_shardings(
-    config: ModelConfig, mesh: Mesh, rules: Rules = DEFAULT_RULES, scan_layers: bool = True
-) -> Any:
-    """NamedSharding for every parameter."""
-    shapes = nn.meta.unbox(_boxed_shapes(config, scan_layers))
-    return tree_shardings(logical_axes(config, scan_layers), shapes, mesh, rules)
+    return build_tree(config, leaf, scan_layers)
 
 
 def init_params(
@@ -72,14 +70,18 @@ def init_params(
     rules: Rules = DEFAULT_RULES,
     scan_layers: bool = True,
 ) -> Any:
-    """Random parameters, created directly in their shards (never whole on one device).
-
-    The values do not depend on ``scan_layers`` (only the tree layout does; see ``unstack_layers``).
-    """
-    dummy = jnp.zeros((1, 1), jnp.int32)
+    """Random parameters from the table's initialisers, created directly in their shards (never
+    whole on one device). The values do not depend on ``scan_layers`` (only the tree layout does)."""
 
     def init(key):
-        params = nn.meta.unbox(Decoder(config).init(key, dummy, dummy)["params"])
+        params: dict = {}
+        for n, (path, info) in enumerate(param_table(config).items()):
+            shape, dtype = info.stacked_shape(config.num_layers), jnp.dtype(info.dtype)
+            if info.init == "ones":
+                value = jnp.ones(shape, dtype)
+            else:
+                value = INIT_STDDEV * jax.random.normal(jax.random.fold_in(key, n), shape, dtype)
+            set_path(params, path, value)
         return params if scan_layers else unstack_layers(params, config.num_layers)
 
     out_shardings = None if mesh is None else param_shardings(config, mesh, rules, scan_layers)
@@ -127,11 +129,10 @@ def to_layer_layout(
 
 
 def head_kernel(config: ModelConfig, params: Any) -> jax.Array:
-    """The output projection ``[hidden, vocab]``: the embedding transposed when tied.
+    """The output projection ``[hidden, vocab]``: the table's head tensor (``[vocab, hidden]``, the
+    embedding when tied) transposed, a view XLA folds into the matmul.
 
     For code that computes logits from ``Decoder(..., return_hidden=True)`` states itself (chunked
     losses, last-position-only logits in the sampler); ``Decoder`` applies the same projection.
     """
-    if config.tie_embeddings:
-        return params["embed_tokens"]["embedding"].T
-    return params["lm_head"]["kernel"]
+    return get_path(params, head_path(config)).T

@@ -10,13 +10,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig
 from logos_jax.model.attention import AttentionKernel, PagedKV
-from logos_jax.model.layers import MLP, Attention, Dense, RMSNorm, dtype_of
+from logos_jax.model.layers import MLP, Attention, RMSNorm, dtype_of, linear, table_param
 from logos_jax.model.rope import cos_sin
-from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
+from logos_jax.sharding import DEFAULT_RULES, Rules, constrain
 
 REMAT_POLICIES = {
     "none": None,
@@ -40,14 +40,24 @@ class Block(nn.Module):
     def __call__(self, carry, cos, sin, segment_ids, layer):
         x, kv = carry
         cfg = self.config
-        dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
-        h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="input_layernorm")(x)
+        dtype = dtype_of(cfg.compute_dtype)
+        h = RMSNorm(cfg.norm_eps, dtype, name="input_layernorm")(x)
         attn, kv = Attention(cfg, self.kernel, name="self_attn")(
             h, cos, sin, segment_ids, kv, layer
         )
         x = x + attn
-        h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="post_attention_layernorm")(x)
+        h = RMSNorm(cfg.norm_eps, dtype, name="post_attention_layernorm")(x)
         return (x + MLP(cfg, name="mlp")(h), kv), None
+
+
+class Weight(nn.Module):
+    """A module holding one table parameter (``leaf``): the embedding table, the LM head."""
+
+    leaf: str
+
+    @nn.compact
+    def __call__(self) -> jnp.ndarray:
+        return table_param(self, self.leaf)
 
 
 class Decoder(nn.Module):
@@ -62,10 +72,7 @@ class Decoder(nn.Module):
     attention: str = "xla"
 
     def _constrain(self, x: jnp.ndarray, axes: tuple[str | None, ...]) -> jnp.ndarray:
-        if self.mesh is None:
-            return x
-        spec = logical_to_spec(axes, x.shape, self.mesh, self.rules)
-        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+        return constrain(x, axes, self.mesh, self.rules)
 
     @nn.compact
     def __call__(
@@ -84,24 +91,15 @@ class Decoder(nn.Module):
         attends over its pages (``segment_ids`` is then unused).
         """
         cfg = self.config
-        dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
+        dtype = dtype_of(cfg.compute_dtype)
         if segment_ids is None:
             segment_ids = jnp.ones_like(tokens)
-        embed = nn.Embed(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            dtype=dtype,
-            param_dtype=pdtype,
-            embedding_init=nn.with_logical_partitioning(
-                nn.initializers.normal(stddev=0.02), ("vocab", "embed")
-            ),
-            name="embed_tokens",
-        )
+        embedding = Weight("embedding", name="embed_tokens")()  # [vocab, hidden]
         # The lookup reads a table gathered over ``embed`` (as FSDP gathers every kernel) and still
         # split over ``vocab``: the gather's rows then follow the batch's sharding. Gathering
         # straight from the [vocab, embed]-sharded table leaves XLA no efficient plan (it
         # replicates the output: "[SPMD] Involuntary full rematerialization").
-        table = self._constrain(embed.embedding, ("vocab", None))
+        table = self._constrain(embedding, ("vocab", None))
         x = self._constrain(
             jnp.take(table, tokens, axis=0).astype(dtype), ("batch", "seq", "embed")
         )
@@ -119,20 +117,18 @@ class Decoder(nn.Module):
                 split_rngs={"params": True},
                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                 length=cfg.num_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, kernel, name="layers")
             (x, kv), _ = blocks((x, kv), cos, sin, segment_ids, layer_ids)
         else:
             for i in range(cfg.num_layers):
                 layer = block(cfg, kernel, name=f"layers_{i}")
                 (x, kv), _ = layer((x, kv), cos, sin, segment_ids, i)
-        x = RMSNorm(cfg.norm_eps, dtype, pdtype, name="norm")(x)
+        x = RMSNorm(cfg.norm_eps, dtype, name="norm")(x)
 
         if return_hidden:
             return x, kv
-        if cfg.tie_embeddings:
-            logits = embed.attend(x)
-        else:
-            logits = Dense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, name="lm_head")(x)
+        # The head is the table's ``head_path``: the embedding when tied.
+        head = embedding if cfg.tie_embeddings else Weight("weight", name="lm_head")()
+        logits = linear(x.astype(dtype), head.astype(dtype))
         logits = self._constrain(logits, ("batch", "seq", "vocab"))
         return logits.astype(jnp.float32), kv

@@ -1,8 +1,8 @@
 """Decoder building blocks: RMSNorm, GQA attention (segment ids or KV pages, optional q/k norm), SwiGLU MLP.
 
-Parameters keep the Hugging Face layout: ``q_proj.kernel`` is HF ``q_proj.weight`` transposed
-(``[hidden, heads * head_dim]``), the query is unscaled, RoPE is the half rotation. Every parameter
-is created with logical axis names (see ``logos_jax.sharding``).
+Parameters are those of the table in ``logos_jax.params`` (which also creates them): the Hugging Face
+layout, so ``q_proj.weight`` is HF's ``[heads * head_dim, hidden]`` (``y = x @ weight.T``), the query
+is unscaled, RoPE is the half rotation. Modules only read their parameters (``table_param``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,26 @@ import jax
 import jax.numpy as jnp
 
 from logos_jax.config import ModelConfig
+from logos_jax.errors import LogosError
 from logos_jax.model.attention import AttentionKernel, PagedKV
 from logos_jax.model.rope import apply_rope
-
-KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 
 
 def dtype_of(name: str) -> Any:
     return jnp.dtype(name)
+
+
+def table_param(module: nn.Module, name: str) -> jnp.ndarray:
+    """The module's parameter ``name``, created by ``init_params`` from the parameter table
+    (``logos_jax.params``) or loaded: modules only read parameters (``Decoder.init`` has none to
+    create)."""
+    value = module.get_variable("params", name)
+    if value is None:
+        raise LogosError(
+            f"no parameter {'/'.join((*module.path, name))}: create parameters with "
+            "logos_jax.model.init_params (from the parameter table) or load a checkpoint"
+        )
+    return value
 
 
 class RMSNorm(nn.Module):
@@ -29,45 +41,32 @@ class RMSNorm(nn.Module):
 
     eps: float
     dtype: Any
-    param_dtype: Any
-    axis_name: str = "norm"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        scale = self.param(
-            "scale",
-            nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
-            (x.shape[-1],),
-            self.param_dtype,
-        )
+        scale = table_param(self, "scale")
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return scale.astype(self.dtype) * normed.astype(self.dtype)
 
 
-def matmul(x: jnp.ndarray, kernel: jnp.ndarray, **kwargs: Any) -> jnp.ndarray:
-    """``x [..., in] @ kernel [in, out] -> [..., out]`` as one 2-D matmul (leading axes flattened)."""
-    out = jnp.dot(x.reshape(-1, x.shape[-1]), kernel, **kwargs)
-    return out.reshape(*x.shape[:-1], kernel.shape[-1])
+def linear(x: jnp.ndarray, weight: jnp.ndarray, **kwargs: Any) -> jnp.ndarray:
+    """``x [..., in] @ weight.T`` for ``weight [out, in]`` (HF's layout) -> ``[..., out]``, as one
+    2-D dot contracting both operands' last axes (no transposed copy of the weight)."""
+    dims = (((1,), (1,)), ((), ()))
+    out = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), weight, dims, **kwargs)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-class Dense(nn.Module):
-    """``y = x @ kernel`` with ``kernel [in, out]`` (HF ``weight`` transposed), no bias."""
+class Linear(nn.Module):
+    """``y = x @ weight.T`` with ``weight [out, in]`` (HF's ``nn.Linear``), no bias."""
 
-    features: int
-    axes: tuple[str, str]
     dtype: Any
-    param_dtype: Any
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        kernel = self.param(
-            "kernel",
-            nn.with_logical_partitioning(KERNEL_INIT, self.axes),
-            (x.shape[-1], self.features),
-            self.param_dtype,
-        )
-        return matmul(x.astype(self.dtype), kernel.astype(self.dtype))
+        weight = table_param(self, "weight")
+        return linear(x.astype(self.dtype), weight.astype(self.dtype))
 
 
 class Attention(nn.Module):
@@ -90,27 +89,26 @@ class Attention(nn.Module):
         layer: jnp.ndarray | int,
     ) -> tuple[jnp.ndarray, PagedKV | None]:
         cfg = self.config
-        dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
+        dtype = dtype_of(cfg.compute_dtype)
         batch, seq, _ = x.shape
         heads, kv_heads, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
-        def proj(name: str, n: int, axis: str) -> jnp.ndarray:
-            out = Dense(n * hd, ("embed", axis), dtype, pdtype, name=name)(x)
-            return out.reshape(batch, seq, n, hd)
+        def proj(name: str, n: int) -> jnp.ndarray:
+            return Linear(dtype, name=name)(x).reshape(batch, seq, n, hd)
 
-        q = proj("q_proj", heads, "q_heads")
-        k = proj("k_proj", kv_heads, "kv_heads")
-        v = proj("v_proj", kv_heads, "kv_heads")
+        q = proj("q_proj", heads)
+        k = proj("k_proj", kv_heads)
+        v = proj("v_proj", kv_heads)
         if cfg.qk_norm:
-            q = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="q_norm")(q)
-            k = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="k_norm")(k)
+            q = RMSNorm(cfg.norm_eps, dtype, name="q_norm")(q)
+            k = RMSNorm(cfg.norm_eps, dtype, name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is None:
             k, v = (t.transpose(0, 2, 1, 3) for t in (k, v))  # [batch, kv_heads, seq, head_dim]
             out = self.kernel(q, k, v, segment_ids, dtype)
         else:
             out, kv = kv.attend(layer, q, k, v, dtype)
-        return Dense(cfg.hidden_size, ("q_heads", "embed"), dtype, pdtype, name="o_proj")(out), kv
+        return Linear(dtype, name="o_proj")(out), kv
 
 
 @jax.checkpoint
@@ -126,10 +124,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        cfg = self.config
-        dtype, pdtype = dtype_of(cfg.compute_dtype), dtype_of(cfg.param_dtype)
-        gate = Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, pdtype, name="gate_proj")(x)
-        up = Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, pdtype, name="up_proj")(x)
-        return Dense(cfg.hidden_size, ("mlp", "embed"), dtype, pdtype, name="down_proj")(
-            swiglu(gate, up)
-        )
+        dtype = dtype_of(self.config.compute_dtype)
+        gate = Linear(dtype, name="gate_proj")(x)
+        up = Linear(dtype, name="up_proj")(x)
+        return Linear(dtype, name="down_proj")(swiglu(gate, up))

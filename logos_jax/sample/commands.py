@@ -143,14 +143,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_tokenizer_fits(ckpt: str, tokenizer: str | None) -> None:
     """The tokenizer's ids must all be rows of the model's embedding table."""
-    from logos_jax.checkpoint import resolve_model_dir
-    from logos_jax.config import load_model_config
-    from logos_jax.model_folder import MODEL_CONFIG
+    from logos_jax.checkpoint import load_config, resolve_model_dir
     from logos_jax.tokenizer import LogosTokenizer
 
     model_dir, _ = resolve_model_dir(ckpt)
     folder = tokenizer or model_dir
     if not (Path(folder) / "tokenizer.json").is_file() and not Path(folder).is_file():
         return  # the job names the missing tokenizer
-    config = load_model_config(model_dir / MODEL_CONFIG)
+    config = load_config(model_dir)
     LogosTokenizer.load(folder).require_fits(config.vocab_size, ckpt)

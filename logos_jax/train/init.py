@@ -1,7 +1,7 @@
-"""Where a run's first parameters come from: random init, or ``init_from`` a converted checkpoint.
+"""Where a run's first parameters come from: random init, or ``init_from`` a checkpoint.
 
-Continued pretraining loads a converted model folder (or another run dir) directly sharded onto the
-mesh and grows its embeddings (mean-initialised rows, ``logos_jax.convert.resize``) when the data's
+Continued pretraining loads a model folder, another run dir or a Hugging Face folder directly sharded
+onto the mesh, in the run's layer layout, and grows its embeddings (mean-initialised rows, ``logos_jax.convert.resize``) when the data's
 tokenizer has more ids, e.g. after the grammar tags were added. Its shapes come from the checkpoint;
 its param and compute dtypes come from the run's model preset (``train_dtypes``), so a bf16 release
 trains with the preset's fp32 master weights.
@@ -60,18 +60,22 @@ def load_initial(
     data_vocab: int | None,
     mesh: Mesh,
     rules: Rules = DEFAULT_RULES,
+    scan_layers: bool = True,
 ) -> tuple[ModelConfig, Any]:
     """(config, params) from a checkpoint, with runtime overrides and the vocab grown to ``data_vocab``
-    (a smaller data vocabulary keeps the checkpoint's rows)."""
+    (a smaller data vocabulary keeps the checkpoint's rows); params stacked or per layer
+    (``scan_layers``)."""
     fixed = sorted(set(overrides) - set(RUNTIME_FIELDS))
     if fixed:
         raise LogosError(
             f"init_from={path}: model field(s) {fixed} are fixed by the checkpoint; only "
             f"{', '.join(RUNTIME_FIELDS)} may be overridden"
         )
-    config, params = load_model(path, mesh, rules, param_dtype=overrides.get("param_dtype"))
+    config, params = load_model(
+        path, mesh, rules, param_dtype=overrides.get("param_dtype"), scan_layers=scan_layers
+    )
     config = config.replace(**overrides) if overrides else config
     if data_vocab is not None and data_vocab > config.vocab_size:
         params, config = resize_embeddings(params, config, data_vocab)
-        params = jax.device_put(params, param_shardings(config, mesh, rules))
+        params = jax.device_put(params, param_shardings(config, mesh, rules, scan_layers))
     return config, params

@@ -16,10 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from logos_jax.params import decays, role_of
 from logos_jax.train.config import OptimizerConfig
-
-EMBEDDING_LEAVES = ("embedding",)  # embed_tokens/embedding
-HEAD_MODULES = ("lm_head",)
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -43,15 +41,12 @@ def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Sche
 
 
 def decay_mask(params: Any, decay_embeddings: bool) -> Any:
-    """Tree of bools like ``params``: True where weight decay applies."""
+    """Tree of bools like ``params`` (either layer layout): True where weight decay applies, from
+    each tensor's role in the parameter table (``logos_jax.params.decays``)."""
 
     def keep(path: tuple[Any, ...], _leaf: Any) -> bool:
-        names = [getattr(k, "key", str(k)) for k in path]
-        if names[-1] == "kernel":
-            return decay_embeddings or not any(n in HEAD_MODULES for n in names)
-        if names[-1] in EMBEDDING_LEAVES:
-            return decay_embeddings
-        return False  # norm scales (and anything else 1-D per layer)
+        names = tuple(getattr(k, "key", str(k)) for k in path)
+        return decays(role_of(names), decay_embeddings)
 
     return jax.tree_util.tree_map_with_path(keep, params)
 

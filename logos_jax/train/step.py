@@ -23,9 +23,10 @@ from logos_jax.batch import KEYS as BATCH_KEYS  # the one batch schema
 from logos_jax.batch import abstract_batch  # noqa: F401  (re-exported for the loop and benchmarks)
 from logos_jax.config import ModelConfig
 from logos_jax.data.corpus import MODALITIES
-from logos_jax.model import Decoder, abstract_params, head_kernel, param_shardings
-from logos_jax.model.layers import matmul
-from logos_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, logical_to_spec
+from logos_jax.model import Decoder, abstract_params, param_shardings
+from logos_jax.model.layers import linear
+from logos_jax.params import get_path, head_path
+from logos_jax.sharding import DEFAULT_RULES, Rules, batch_sharding, constrain
 
 NUM_MODALITIES = len(MODALITIES)
 
@@ -76,16 +77,14 @@ def token_losses(
         return_hidden=True,
     )
     targets, _, _ = shift_targets(batch)
-    kernel = head_kernel(config, params).astype(hidden.dtype)
+    head = get_path(params, head_path(config)).astype(hidden.dtype)  # [vocab, hidden]
     b, s, d = hidden.shape
     chunk = loss.loss_chunk or s
     n = s // chunk
 
     def chunk_loss(h: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = matmul(h, kernel, preferred_element_type=jnp.float32)  # [b, chunk, vocab]
-        if model.mesh is not None:
-            spec = logical_to_spec(("batch", "seq", "vocab"), logits.shape, model.mesh, model.rules)
-            logits = jax.lax.with_sharding_constraint(logits, NamedSharding(model.mesh, spec))
+        logits = linear(h, head, preferred_element_type=jnp.float32)  # [b, chunk, vocab]
+        logits = constrain(logits, ("batch", "seq", "vocab"), model.mesh, model.rules)
         lse = jax.nn.logsumexp(logits, axis=-1)
         picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
         return lse - picked, lse
