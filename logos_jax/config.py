@@ -3,13 +3,14 @@
 ``ModelConfig.from_hf`` reads both the transformers-4 layout (top-level ``rope_theta``, ``rope_scaling``,
 ``torch_dtype``) and the transformers-5 layout (``rope_parameters``, ``dtype``); ``to_hf`` writes the
 transformers-5 layout. YAML presets live in ``configs/model/`` (package data ``logos_jax/configs/`` once
-installed); ``apply_overrides`` handles ``key=value``.
+installed); ``parse_overrides`` reads the ``key=value`` overrides of every command.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +355,18 @@ def load_model_config(name_or_path: str | Path) -> ModelConfig:
         return ModelConfig.from_hf(read_json(path), source=str(path))
     preset = find_preset("model", str(name_or_path))
     return ModelConfig.from_dict(load_yaml(preset), source=str(preset))
+
+
+def parse_overrides(pairs: Iterable[str], hint: str = "") -> Iterator[tuple[str, Any]]:
+    """``(key, value)`` for each ``key=value`` string, in order: the one override parser of every
+    command (``logos train``, ``logos data build``). Values are YAML scalars (``parse_override_value``);
+    which keys exist is the caller's check. A string without ``=`` or without a key is a LogosError
+    ``override 'x' is not key=value<hint>``."""
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise LogosError(f"override {pair!r} is not key=value{hint}")
+        yield key, parse_override_value(text)
 
 
 def parse_override_value(text: str) -> Any:

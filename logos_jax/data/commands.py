@@ -10,15 +10,9 @@ from logos_jax.validate import number
 
 
 def _overrides(pairs: list[str]) -> dict:
-    from logos_jax.config import parse_override_value
+    from logos_jax.config import parse_overrides
 
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LogosError(f"override {pair!r} is not key=value (e.g. eval_fraction=0.1)")
-        out[key] = parse_override_value(value)
-    return out
+    return dict(parse_overrides(pairs, " (e.g. eval_fraction=0.1)"))
 
 
 def _build(args: argparse.Namespace) -> int:

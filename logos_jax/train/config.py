@@ -21,44 +21,19 @@ from logos_jax.config import (
     find_preset,
     load_model_config,
     load_yaml,
-    parse_override_value,
+    parse_overrides,
 )
 from logos_jax.errors import LogosError
 from logos_jax.files import atomic_write_text
 from logos_jax.model import REMAT_POLICIES
 from logos_jax.model.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
+from logos_jax.sharding import MeshConfig
 from logos_jax.validate import check_fields, check_ranges, check_value
 
 SCHEDULES = ("cosine", "wsd", "constant")
 NAN_POLICIES = ("stop", "skip")
 MODES = ("pretrain", "sft")
 WHERE = "invalid train config"
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshSection:
-    """Device mesh axes; one may be -1 (the rest of the devices)."""
-
-    data: int = 1
-    fsdp: int = -1
-    tensor: int = 1
-    num_devices: int = 0  # use only the first N devices (0: all)
-
-    def __post_init__(self) -> None:
-        check_fields(self, WHERE, "mesh.")
-        axes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
-        check_ranges(
-            WHERE,
-            [
-                *[(v == -1 or v >= 1, f"mesh.{k}={v} must be >= 1 or -1") for k, v in axes.items()],
-                (
-                    list(axes.values()).count(-1) <= 1,
-                    " and ".join(f"mesh.{k}=-1" for k, v in axes.items() if v == -1)
-                    + ": at most one mesh axis may be -1",
-                ),
-                (self.num_devices >= 0, f"mesh.num_devices={self.num_devices} must be >= 0"),
-            ],
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +146,7 @@ class TrainConfig:
     loss_chunk: int = 0  # cross-entropy over chunks of this many positions (0: whole sequence)
     z_loss: float = 0.0
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)  # ``sharding.MeshConfig``
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -185,6 +160,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, WHERE)
+        self.mesh.check(WHERE)  # sharding's class checks itself only when asked
         nonnegative = {
             "seed": self.seed,
             "data_workers": self.data_workers,
@@ -256,7 +232,7 @@ class TrainConfig:
 
 SECTIONS: dict[str, type] = {
     "optimizer": OptimizerConfig,
-    "mesh": MeshSection,
+    "mesh": MeshConfig,
     "distributed": DistributedConfig,
 }
 
@@ -321,13 +297,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Apply ``key=value`` strings to a nested config dict (values parsed as YAML scalars)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     model_fields = _field_names(ModelConfig)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise LogosError(
-                f"override {item!r} is not key=value; valid keys: {', '.join(valid_keys())}"
-            )
-        value = parse_override_value(text)
+    for key, value in parse_overrides(overrides, f"; valid keys: {', '.join(valid_keys())}"):
         head, dot, tail = key.partition(".")
         if not dot:
             if key in SECTIONS or key == "model_overrides" or key not in _field_names(TrainConfig):
