@@ -1,6 +1,7 @@
 """Device mesh and the logical-axis rules that map parameter/activation axes onto it.
 
-Every parameter carries logical axis names (``("layers", "embed", "mlp")``); one short rules table maps
+Every parameter carries logical axis names (``("layers", "mlp", "embed")``, declared in the parameter
+table ``logos_jax.params``); one short rules table maps
 them onto the mesh axes ``data`` / ``fsdp`` / ``tensor``. A dimension whose size the mesh axes do not
 divide is left replicated rather than failing, so odd vocabularies still load.
 """
@@ -116,6 +117,17 @@ def logical_to_spec(
         used.update(kept)
         spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
     return PartitionSpec(*spec)
+
+
+def constrain(
+    x: jax.Array, axes: Sequence[str | None], mesh: Mesh | None, rules: Rules = DEFAULT_RULES
+) -> jax.Array:
+    """``x`` constrained to the sharding of its logical ``axes`` on ``mesh`` (no-op without one):
+    the one sharding-constraint helper of the model, the train step and the decode engine."""
+    if mesh is None:
+        return x
+    spec = logical_to_spec(axes, x.shape, mesh, rules)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def tree_shardings(logical_tree: Any, shape_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES):

@@ -17,12 +17,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from logos_jax.checkpoint import stores_scanned_layers
+from logos_jax.checkpoint import FORMAT_VERSION, format_version, stores_scanned_layers
 from logos_jax.checkpoint_steps import uncommitted_step_dirs
 from logos_jax.config import ModelConfig, find_preset, load_model_config, save_model_config
 from logos_jax.data.corpus import MODALITIES
 from logos_jax.errors import LogosError
-from logos_jax.model import Decoder, to_layer_layout
+from logos_jax.model import Decoder
 from logos_jax.model_folder import MODEL_CONFIG, PARAMS, copy_tokenizer_files
 from logos_jax.sharding import batch_shards, make_mesh
 from logos_jax.train import data as data_lib
@@ -152,13 +152,20 @@ def _model_and_params(config: TrainConfig, spec: DataSpec, run_dir: Path, resumi
         return load_model_config(run_dir / MODEL_CONFIG), None
     if config.init_from:
         overrides = train_dtypes(load_model_config(config.model), config.model_overrides)
-        model, params = load_initial(config.init_from, overrides, spec.vocab_size, mesh)
-        return model, to_layer_layout(params, model, mesh, config.scan_layers)
+        return load_initial(
+            config.init_from, overrides, spec.vocab_size, mesh, scan_layers=config.scan_layers
+        )
     model = fit_vocab(config.model_config(), spec.vocab_size)
     return model, fresh_params(model, config.seed, mesh, config.scan_layers)
 
 
 def _check_layer_layout(step_dir: Path, scan_layers: bool) -> None:
+    if format_version(step_dir / PARAMS) != FORMAT_VERSION:
+        raise LogosError(
+            f"{step_dir} was saved by an earlier logos_jax (Linear kernels [in, out]); its optimizer "
+            "state cannot resume. Start a new run_dir with init_from=<this run> (its weights load "
+            "in either layout)"
+        )
     if stores_scanned_layers(step_dir / PARAMS) != scan_layers:
         raise LogosError(
             f"{step_dir} was saved with scan_layers={str(not scan_layers).lower()}; resume with "
