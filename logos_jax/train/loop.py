@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from logos_jax import distributed
 from logos_jax.checkpoint import FORMAT_VERSION, format_version, stores_scanned_layers
 from logos_jax.checkpoint_steps import uncommitted_step_dirs
 from logos_jax.config import ModelConfig, find_preset, load_model_config, save_model_config
@@ -26,7 +27,6 @@ from logos_jax.model import Decoder
 from logos_jax.model_folder import MODEL_CONFIG, PARAMS, copy_tokenizer_files
 from logos_jax.sharding import batch_shards, make_mesh
 from logos_jax.train import data as data_lib
-from logos_jax.train import distributed
 from logos_jax.train.checkpointing import TrainCheckpointer
 from logos_jax.train.config import TrainConfig, from_dict, save_train_config
 from logos_jax.train.init import fit_vocab, fresh_params, load_initial, train_dtypes
