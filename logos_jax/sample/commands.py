@@ -1,4 +1,9 @@
-"""``logos sample``: batch sampling for the LOGOS tasks into a resumable JSONL file."""
+"""``logos sample``: batch sampling for the LOGOS tasks into a resumable JSONL file.
+
+With ``--distributed`` (or ``LOGOS_COORDINATOR`` set) the command runs on every host of a
+``jax.distributed`` job: each host samples its slice of the inputs into a part file and process 0
+merges the parts into ``--out`` (``sample.multihost``).
+"""
 
 from __future__ import annotations
 
@@ -88,12 +93,30 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="data,fsdp,tensor mesh sizes (-1 = the rest of the devices)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run on every host of a multi-host job (jax.distributed: LOGOS_COORDINATOR / "
+        "LOGOS_NUM_PROCESSES / LOGOS_PROCESS_ID, or TPU/SLURM detection; LOGOS_COORDINATOR alone "
+        "also turns it on): each host samples its slice into <out>.part-<i>-of-<n>, then the "
+        "parts are merged into --out (which all hosts must see)",
+    )
+    parser.add_argument(
+        "--distributed-timeout",
+        type=number(int, low=1),
+        default=300,
+        help="seconds to wait for every host to join (--distributed)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from logos_jax import distributed
     from logos_jax.errors import LogosError
     from logos_jax.files import refuse_overwrite_input
+    from logos_jax.sample import multihost
     from logos_jax.sample.jobs import run_sampling
     from logos_jax.sample.processors import SamplingConfig
     from logos_jax.sharding import MeshConfig, make_mesh
@@ -104,7 +127,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise LogosError(f"--mesh {args.mesh!r}: expected three integers like 1,-1,1") from None
     _check_tokenizer_fits(args.ckpt, args.tokenizer)
-    mesh = make_mesh(MeshConfig(data, fsdp, tensor))
+    options = distributed.Options(enabled=args.distributed, timeout_s=args.distributed_timeout)
+    replica = None
+    joined = distributed.initialize(options, "logos sample", "--distributed-timeout")
+    if joined and jax.process_count() > 1:  # one replica per host: its own slice and part file
+        replica, mesh = multihost.local_replica(MeshConfig(data, fsdp, tensor))
+    if replica is None:
+        mesh = make_mesh(MeshConfig(data, fsdp, tensor))
     sampling = SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
@@ -128,14 +157,19 @@ def run(args: argparse.Namespace) -> int:
         full_perplexity=args.full_perplexity,
         mesh=mesh,
         progress=not args.no_progress,
+        replica=replica,
     )
     print(
         f"{report.written} input(s) sampled ({report.samples} samples, {report.tokens} tokens, "
         f"{report.tokens_per_s:.0f} tokens/s), {report.already_done} already done, "
-        f"{len(report.bad_rows)} bad row(s) skipped -> {args.out}",
+        f"{len(report.bad_rows)} bad row(s) skipped -> {report.part or args.out}",
         file=sys.stderr,
     )
-    if args.input and not (report.written or report.already_done):
+    if report.merged is not None and jax.process_index() == 0:
+        print(
+            f"{replica.count} parts merged: {report.merged} input(s) -> {args.out}", file=sys.stderr
+        )
+    if args.input and not report.input_ids:
         what = "every input row was rejected" if report.bad_rows else "it holds no row"
         raise LogosError(f"nothing sampled from {args.input}: {what}")
     return 0

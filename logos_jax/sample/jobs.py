@@ -4,7 +4,9 @@
 field, an unknown tag, a prompt longer than the context) are reported with their line number and
 skipped. Inputs already complete in the output file are skipped, so re-running the same command
 resumes a killed job (see ``jsonl``). Samples run on the decode engine (``logos_jax.engine``):
-each input's rows are written as soon as its last sample finishes.
+each input's rows are written as soon as its last sample finishes. Under ``jax.distributed``
+(``replica=``), each model replica samples its slice of the inputs into a part file and process 0
+merges the parts into the output in input order (see ``multihost``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig
 from logos_jax.errors import LogosError
-from logos_jax.sample import jsonl
+from logos_jax.sample import jsonl, multihost
 from logos_jax.sample.processors import SamplingConfig
 from logos_jax.sample.tasks import BadRow, Prompt, Task, get_task
 
@@ -29,8 +31,10 @@ MATERIAL_CHUNK = 100  # material samples per virtual input (the unit of resumpti
 
 @dataclasses.dataclass
 class SamplingReport:
-    """What a job did: inputs written now, inputs found complete, bad rows, throughput."""
+    """What a job did: the usable inputs' ids (all hosts), inputs written now, inputs found complete, bad
+    rows, throughput; multi-host: this process's part file and the inputs in the merged output."""
 
+    input_ids: list[str] = dataclasses.field(default_factory=list)
     written: int = 0
     already_done: int = 0
     bad_rows: list[tuple[int, str]] = dataclasses.field(default_factory=list)
@@ -38,6 +42,8 @@ class SamplingReport:
     tokens: int = 0
     seconds: float = 0.0
     compilations: int = 0
+    part: Path | None = None
+    merged: int | None = None
 
     @property
     def samples_per_s(self) -> float:
@@ -148,6 +154,7 @@ def run_sampling(
     full_perplexity: bool = False,
     mesh: Mesh | None = None,
     progress: bool = True,
+    replica: multihost.Replica | None = None,
 ) -> SamplingReport:
     """Sample ``task`` for every input row into ``out_path`` (appending; resumes a partial file).
 
@@ -158,7 +165,41 @@ def run_sampling(
     (rounded up to a multiple of the mesh's batch shards); a finished row's slot takes the next
     pending sample. ``num_beams > 0``: beam search
     instead of sampling, one row per beam, best first (``beam_score`` added).
+
+    ``replica`` (a multi-process job, every process calls this with the same arguments): sample
+    only this replica's slice into its part file, then merge all parts into ``out_path``.
     """
+    job = dict(locals())
+    if replica is None:
+        return _job(**job)
+    try:
+        report = _job(**job)
+    except Exception:
+        multihost.fail()  # the other processes wait for this one in finish()
+        raise
+    report.merged = multihost.finish(Path(out_path), replica, report.input_ids)
+    return report
+
+
+def _job(
+    task: str,
+    out_path: str | Path,
+    *,
+    ckpt: str | Path | None,
+    input_path: str | Path | None,
+    model: tuple[ModelConfig, Any] | None,
+    tokenizer: Any,
+    num_samples: int | None,
+    sampling: SamplingConfig | None,
+    batch_size: int,
+    constrained: bool,
+    num_beams: int,
+    seed: int,
+    full_perplexity: bool,
+    mesh: Mesh | None,
+    progress: bool,
+    replica: multihost.Replica | None,
+) -> SamplingReport:
     from logos_jax.checkpoint import load_model, resolve_model_dir
     from logos_jax.tokenizer import LogosTokenizer
 
@@ -196,11 +237,18 @@ def run_sampling(
             )
             continue
         items.append(_Input(prompt, line, ids, n))
-    for line, reason in report.bad_rows:
-        print(f"{input_path}:{line}: skipped: {reason}", file=sys.stderr)
+    report.input_ids = [i.prompt.id for i in items]
+    if replica is None or replica.index == 0:  # every host read the same file
+        for line, reason in report.bad_rows:
+            print(f"{input_path}:{line}: skipped: {reason}", file=sys.stderr)
 
     out_path = Path(out_path)
-    finished = jsonl.resume(out_path)
+    if replica is None:
+        write_path, finished = out_path, jsonl.resume(out_path)
+    else:
+        items = replica.take(items)
+        write_path = report.part = replica.part(out_path)
+        finished = multihost.done_ids(out_path, replica, [i.prompt.id for i in items])
     report.already_done = len(finished)
     pending = sorted((i for i in items if i.prompt.id not in finished), key=lambda i: len(i.ids))
     if not pending:
@@ -238,7 +286,7 @@ def run_sampling(
         file=sys.stderr,
     )
     # Rows are written per input as soon as its last sample finishes (continuous batching).
-    with jsonl.Appender(out_path) as out, bar:
+    with jsonl.Appender(write_path) as out, bar:
         for index, completions in sampler.stream(
             [i.ids for i in pending],
             num_samples=[i.num_samples for i in pending],

@@ -4,21 +4,20 @@ All rows of one input (its samples) are written with one ``write`` + ``fsync``; 
 ``group_size``, the number of rows of its input. A job killed mid-write can leave a torn last line or
 an input with fewer rows than that; ``resume`` rewrites the file without them (temp file +
 ``os.replace``), so a re-run redoes exactly those inputs and the file never holds duplicates or a
-broken line.
+broken line. ``complete_inputs`` reads a file the same way without changing it (multi-host parts).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import stat
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from logos_jax.errors import LogosError
+from logos_jax.files import atomic_open
 from logos_jax.validate import text_lines
 
 
@@ -44,16 +43,8 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def resume(path: Path) -> set[str]:
-    """Ids of the inputs already complete in ``path``: all ``group_size`` rows of the input present.
-
-    Rows of incomplete inputs, duplicates and a torn last line are removed from the file. A whole
-    line that is not a row of this format (``--out`` names some other file) is a LogosError and the
-    file is left as it is: resuming never deletes what this command did not write.
-    """
-    path = Path(path)
-    if not path.exists():
-        return set()
+def _scan(path: Path) -> tuple[dict[str, dict[int, str]], set[str], int]:
+    """``(rows by id and sample, ids of complete inputs, lines dropped)`` of an output file."""
     groups: dict[str, dict[int, str]] = defaultdict(dict)
     sizes: dict[str, set[int]] = defaultdict(set)
     dropped = 0
@@ -76,28 +67,49 @@ def resume(path: Path) -> set[str]:
         rows[sample] = line
         sizes[str(row["id"])].add(size)
     finished = {i for i, rows in groups.items() if sizes[i] == {len(rows)}}
+    return groups, finished, dropped
+
+
+def resume(path: Path) -> set[str]:
+    """Ids of the inputs already complete in ``path``: all ``group_size`` rows of the input present.
+
+    Rows of incomplete inputs, duplicates and a torn last line are removed from the file. A whole
+    line that is not a row of this format (``--out`` names some other file) is a LogosError and the
+    file is left as it is: resuming never deletes what this command did not write.
+    """
+    path = Path(path)
+    if not path.exists():
+        return set()
+    groups, finished, dropped = _scan(path)
     kept = sum(len(groups[i]) for i in finished)
     total = sum(len(rows) for rows in groups.values()) + dropped
     if kept != total:
-        _rewrite(path, (line for i in groups if i in finished for line in groups[i].values()))
+        write_atomic(
+            path,
+            (line for i in groups if i in finished for line in groups[i].values()),
+            why="drop the torn rows of",
+        )
     return finished
 
 
-def _rewrite(path: Path, lines: Iterable[str]) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as err:
-        raise LogosError(f"cannot rewrite {path} to drop its torn rows: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))  # mkstemp's 0600 would hide the file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def complete_inputs(path: Path) -> dict[str, list[str]]:
+    """The raw lines of every complete input in ``path``, by id, in sample order; read-only.
+
+    For files other processes may read at the same time (multi-host parts and merged outputs):
+    incomplete inputs and a torn last line are ignored, not removed.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    groups, finished, _ = _scan(path)
+    return {i: [groups[i][s] for s in sorted(groups[i])] for i in groups if i in finished}
+
+
+def write_atomic(path: Path, lines: Iterable[str], why: str = "write") -> None:
+    """Replace ``path`` with ``lines`` at once (``files.atomic_open``: temp sibling + rename); a
+    folder that cannot hold the temporary is a LogosError ``cannot {why} {path}: ...``."""
+    with atomic_open(path, why=why) as f:
+        f.writelines(lines)
 
 
 class Appender:
