@@ -77,22 +77,22 @@ def ours_runner(args, cfg, scan_layers: bool):
         init_state,
         jit_train_step,
         make_train_step,
-        state_layout,
+        state_placement,
     )
 
     mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
     tx, schedule = make_optimizer(OptimizerConfig(lr=1e-4, warmup_steps=0), 1000)
-    layout = state_layout(cfg, tx, mesh, scan_layers=scan_layers)
+    placement = state_placement(cfg, tx, mesh, scan_layers=scan_layers)
     params = init_params(cfg, jax.random.PRNGKey(0), mesh, scan_layers=scan_layers)
-    box = {"state": init_state(params, tx, layout, 0)}
+    box = {"state": init_state(params, tx, placement, 0)}
     model = Decoder(cfg, remat_policy=args.remat, mesh=mesh, scan_layers=scan_layers)
     step = make_train_step(
         model, tx, schedule, loss=LossConfig(args.loss_chunk), grad_accum=1, nan_policy="stop"
     )
-    source = SyntheticSource(cfg.vocab_size, args.batch, args.seq, 0, layout.batch)
+    source = SyntheticSource(cfg.vocab_size, args.batch, args.seq, 0, placement.batch)
     batches = [next(source) for _ in range(4)]
     t = time.perf_counter()
-    compiled = jit_train_step(step, layout).lower(box["state"], batches[0]).compile()
+    compiled = jit_train_step(step, placement).lower(box["state"], batches[0]).compile()
     compile_s = time.perf_counter() - t
     temp_bytes = compiled.memory_analysis().temp_size_in_bytes
 
@@ -173,7 +173,7 @@ def main() -> None:
         f"jax {jax.__version__} on {jax.devices()[0].device_kind}"
     )
     peak_timer = matmul_peak()
-    # Ours in both layer layouts: per-layer params (scan_layers=false, configs/train/tiny.yaml, the
+    # Ours with both layer stackings: per-layer params (scan_layers=false, configs/train/tiny.yaml, the
     # CPU setting) is the headline; the scanned one (the TPU default) is reported beside it.
     ours = {False: ours_runner(args, cfg, False), True: ours_runner(args, cfg, True)}
     theirs = None if args.skip_torch else torch_runner(args)

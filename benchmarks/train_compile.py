@@ -41,7 +41,7 @@ def main() -> None:
         abstract_batch,
         jit_train_step,
         make_train_step,
-        state_layout,
+        state_placement,
     )
 
     try:
@@ -54,7 +54,7 @@ def main() -> None:
     model_cfg = cfg.model_config()
     mesh = make_mesh(MeshConfig(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor), topo.devices)
     tx, schedule = make_optimizer(cfg.optimizer, cfg.steps)
-    layout = state_layout(model_cfg, tx, mesh)
+    placement = state_placement(model_cfg, tx, mesh)
     model = Decoder(model_cfg, remat_policy=cfg.remat, mesh=mesh, attention=cfg.attention)
     step = make_train_step(
         model,
@@ -64,7 +64,7 @@ def main() -> None:
         grad_accum=cfg.grad_accum,
         nan_policy=cfg.nan_policy,
     )
-    batch = abstract_batch(cfg.batch_size, cfg.seq_len, layout.batch)
+    batch = abstract_batch(cfg.batch_size, cfg.seq_len, placement.batch)
     print(
         f"{args.config}: {model_cfg.num_params() / 1e9:.2f}B params on {args.topology} "
         f"({len(topo.devices)} x {topo.devices[0].device_kind}), mesh {dict(mesh.shape)}, batch "
@@ -72,7 +72,7 @@ def main() -> None:
         f"loss_chunk {cfg.loss_chunk}, attention {cfg.attention}"
     )
     t = time.perf_counter()
-    lowered = jit_train_step(step, layout).lower(layout.abstract, batch)
+    lowered = jit_train_step(step, placement).lower(placement.abstract, batch)
     lower_s = time.perf_counter() - t
     t = time.perf_counter()
     compiled = lowered.compile()

@@ -1,8 +1,8 @@
 """Typed model configuration: one dataclass for Llama-3 and Qwen3, built from HF ``config.json`` or YAML.
 
-``ModelConfig.from_hf`` reads both the transformers-4 layout (top-level ``rope_theta``, ``rope_scaling``,
-``torch_dtype``) and the transformers-5 layout (``rope_parameters``, ``dtype``); ``to_hf`` writes the
-transformers-5 layout. YAML presets live in ``configs/model/`` (package data ``logos_jax/configs/`` once
+``ModelConfig.from_hf`` reads both the transformers-4 keys (top-level ``rope_theta``, ``rope_scaling``,
+``torch_dtype``) and the transformers-5 keys (``rope_parameters``, ``dtype``); ``to_hf`` writes the
+transformers-5 keys. YAML presets live in ``configs/model/`` (package data ``logos_jax/configs/`` once
 installed); ``parse_overrides`` reads the ``key=value`` overrides of every command.
 """
 
@@ -168,7 +168,7 @@ class ModelConfig:
     # ----- Hugging Face config.json -----
     @classmethod
     def from_hf(cls, hf: dict[str, Any], *, source: str = "config.json") -> ModelConfig:
-        """Build from an HF ``config.json`` dict (transformers 4 or 5 layout)."""
+        """Build from an HF ``config.json`` dict (transformers 4 or 5 keys)."""
         try:
             return cls._from_hf(hf, source=source)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as err:

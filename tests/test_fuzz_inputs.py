@@ -1096,7 +1096,7 @@ def test_eval_result_rows_fuzz(task, rows):
         (b'{"test_input": ["a"], "groundtruth": "x"}', "'test_input' must be a string"),
         (b'{"prompt": "", "completion": "x"}', "must not be empty"),
         (b'["prompt", "completion"]', "expected a JSON object"),
-        (b'{"prompt": "a"}', "none of the SFT layouts"),
+        (b'{"prompt": "a"}', "none of the SFT field pairs"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b"[" * 3000, "not valid JSON"),
     ],
@@ -1181,10 +1181,10 @@ def test_corrupt_latest_checkpoint_falls_back_and_shapes_are_checked(tmp_path, c
     # A step whose arrays fail while restoring falls back to the previous committed step.
     restore = TrainCheckpointer._restore
 
-    def failing(self, step, layout, source):
+    def failing(self, step, placement, source):
         if step == 3:
             raise ValueError("OUT_OF_RANGE: byte range not valid")
-        return restore(self, step, layout, source)
+        return restore(self, step, placement, source)
 
     monkeypatch.setattr(TrainCheckpointer, "_restore", failing)
     rc, err = cli([*base, "steps=4"], capsys)

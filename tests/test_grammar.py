@@ -183,7 +183,7 @@ def test_parse_never_raises(text):
 
 
 # ----------------------------------------------------------------------------------------------
-# Exact layouts (GRAMMAR.md)
+# Exact layouts (docs/grammar.md)
 
 
 def test_layout_strings_match_the_spec():

@@ -116,7 +116,7 @@ def _logits(config, params, scan):
 @pytest.mark.parametrize("scan", [True, False])
 def test_hf_folder_loads_like_its_conversion(hf_and_converted, scan):
     """Direct loading (memory-mapped, shard by shard on an 8-device mesh) = the converted
-    checkpoint, bit for bit: params and logits; in the requested layer layout."""
+    checkpoint, bit for bit: params and logits; with the requested layer stacking."""
     root = hf_and_converted
     mesh = make_mesh(MeshConfig(1, 4, 2))
     hf_config, direct = load_model(root / "hf", mesh, scan_layers=scan)
@@ -138,7 +138,7 @@ def test_legacy_kernel_layout_still_loads(tmp_path):
     a training run holding one is refused for resume with a clear message."""
     from logos_jax.config import save_model_config
     from logos_jax.model_folder import MODEL_CONFIG
-    from logos_jax.train.loop import _check_layer_layout
+    from logos_jax.train.loop import _check_layer_stacking
 
     config = load_model_config("tiny").replace(tie_embeddings=False, qk_norm=True)
     params = jax.device_get(init_params(config, jax.random.key(3)))
@@ -163,7 +163,7 @@ def test_legacy_kernel_layout_still_loads(tmp_path):
         _, loaded = load_model(folder, mesh)
         jax.tree.map(np.testing.assert_array_equal, loaded, params)
     with pytest.raises(LogosError, match="init_from=<this run>"):
-        _check_layer_layout(folder, scan_layers=True)
+        _check_layer_stacking(folder, scan_layers=True)
     assert FORMAT_VERSION == 2
 
 

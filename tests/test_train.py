@@ -213,13 +213,13 @@ def test_logged_lr_follows_the_optimizer_count_after_skipped_steps():
     from logos_jax.sharding import MeshConfig, make_mesh
     from logos_jax.train.config import OptimizerConfig
     from logos_jax.train.optim import make_optimizer
-    from logos_jax.train.step import LossConfig, init_state, make_train_step, state_layout
+    from logos_jax.train.step import LossConfig, init_state, make_train_step, state_placement
 
     cfg = load_model_config("tiny").replace(**TINY)
     mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
     tx, schedule = make_optimizer(OptimizerConfig(lr=1.0, warmup_steps=10), 20)
     params = init_params(cfg, jax.random.PRNGKey(0))
-    state = init_state(params, tx, state_layout(cfg, tx, mesh), 0)
+    state = init_state(params, tx, state_placement(cfg, tx, mesh), 0)
     step = jax.jit(
         make_train_step(
             Decoder(cfg), tx, schedule, loss=LossConfig(), grad_accum=1, nan_policy="skip"
@@ -352,7 +352,7 @@ def test_unscanned_layers_train_the_same_and_load_stacked(tmp_path):
     np.testing.assert_allclose(
         list(per_layer.losses.values()), list(scanned.losses.values()), rtol=2e-5
     )
-    # Sampling / jax2hf / init_from see the stacked layout whatever the run used.
+    # Sampling / jax2hf / init_from see stacked layers whatever the run used.
     _, a = load_model(tmp_path / "s")
     _, b = load_model(run)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
@@ -400,10 +400,10 @@ def test_init_from_bf16_checkpoint_trains_in_the_presets_dtypes(tmp_path):
     assert load_model_config(tmp_path / "b").compute_dtype == "bfloat16"
 
 
-def test_quiet_console_on_a_3d_mesh_resume_and_relayout(tmp_path, capfd, caplog):
+def test_quiet_console_on_a_3d_mesh_resume_and_restacking(tmp_path, capfd, caplog):
     """No XLA / Orbax / JAX noise: the embedding gather on a data x fsdp x tensor mesh partitions
     without "[SPMD] Involuntary full rematerialization", restores read no per-item Orbax metadata
-    ("Metadata file does not exist"), and a layout change donates nothing unusable."""
+    ("Metadata file does not exist"), and a stacking change donates nothing unusable."""
     import warnings
 
     from logos_jax.checkpoint import load_model
@@ -429,7 +429,7 @@ def test_host_memory_flat_over_many_saves(tmp_path):
     from logos_jax.train.config import OptimizerConfig
     from logos_jax.train.data import SyntheticSource
     from logos_jax.train.optim import make_optimizer
-    from logos_jax.train.step import init_state, state_layout
+    from logos_jax.train.step import init_state, state_placement
 
     def rss_mb():
         status = Path("/proc/self/status").read_text().splitlines()
@@ -438,13 +438,15 @@ def test_host_memory_flat_over_many_saves(tmp_path):
     cfg = load_model_config("tiny").replace(**dict(TINY, hidden_size=128, intermediate_size=512))
     mesh = make_mesh(MeshConfig(1, -1, 1))
     tx, _ = make_optimizer(OptimizerConfig(), 10)
-    layout = state_layout(cfg, tx, mesh)
-    state = init_state(init_params(cfg, jax.random.PRNGKey(0), mesh), tx, layout, 0)
-    source = SyntheticSource(64, 8, 16, 0, layout.batch)
+    placement = state_placement(cfg, tx, mesh)
+    state = init_state(init_params(cfg, jax.random.PRNGKey(0), mesh), tx, placement, 0)
+    source = SyntheticSource(64, 8, 16, 0, placement.batch)
     ckpt = TrainCheckpointer(tmp_path, keep=2)
     rss = []
     for i in range(50):
-        state = state.replace(step=jax.device_put(jnp.asarray(i + 1, jnp.int32), layout.replicated))
+        state = state.replace(
+            step=jax.device_put(jnp.asarray(i + 1, jnp.int32), placement.replicated)
+        )
         ckpt.save(state, source, {})
         if i in (9, 49):
             ckpt.wait()

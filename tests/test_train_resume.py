@@ -42,7 +42,7 @@ def _cli_args(run_dir):
 
 
 def test_sigkill_then_resume_is_bit_exact(tmp_path):
-    reference = run_training(  # same layer layout as configs/train/tiny.yaml
+    reference = run_training(  # same layer stacking as configs/train/tiny.yaml
         tiny_config(
             tmp_path / "ref",
             steps=STEPS,

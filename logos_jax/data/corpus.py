@@ -6,7 +6,7 @@ A corpus directory holds::
     tokenizer/                         the tokenizer the ids belong to (``LogosTokenizer.load`` reads it)
     train/<modality>/<source>-NNNNN.array_record   one document (token ids, little-endian uint32) per record
     train/<modality>/<source>-NNNNN.lengths.npy    the documents' lengths, [records] uint32
-    eval/<modality>/...                 the held-out split, same layout
+    eval/<modality>/...                 the held-out split, same structure
     heldout/<layout>.jsonl             held-out raw prompts + ground truth for sampling tasks
     rejects.jsonl                      records that were not used, one JSON object each, with the reason
 

@@ -3,11 +3,11 @@
 Only figures with a source are listed; a cell left ``—`` was not published there (LOGOS's technical
 report abstract gives the 1B/3B figures only for retrosynthesis). Sources:
 
-* LOGOS: technical report, arXiv 2606.16905 (abstract) and the release's figures, as collected in
-  ``shared/GRAMMAR.md`` ("Reported results").
+* LOGOS: technical report, arXiv 2606.16905 (abstract) and the release's reported results.
 * P2Rank: Krivák & Hoksza, J. Cheminform. 10:39 (2018), DCA success top-n on COACH420 / HOLO4K.
 * LocalRetro: Chen & Jung, JACS Au 1:1612 (2021), USPTO-50K top-1 with the reaction class unknown
-  (our bundled test split is LocalRetro's own file, ``shared/data/reactions``).
+  (LocalRetro's own test file; ``logos_jax/assets/mini_corpus/reactions`` bundles 1,500 of its
+  reactions).
 """
 
 from __future__ import annotations

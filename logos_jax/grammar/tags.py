@@ -1,7 +1,7 @@
 """The grammar tags: the one inventory every other module (layouts, parser, tokenizer, sampler) reads.
 
 ``<XxxS>`` opens an object, ``<XxxE>`` closes it; bare tags are operators placed between objects
-(see ``/work/shared/GRAMMAR.md``). ``ALL_TAGS`` has a fixed order: the order in which the tags are
+(see ``docs/grammar.md``). ``ALL_TAGS`` has a fixed order: the order in which the tags are
 added to a tokenizer, so two tokenizers extended from the same base give the tags the same ids.
 """
 

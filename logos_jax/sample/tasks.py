@@ -1,6 +1,6 @@
 """Task presets: how an input row becomes a prompt, when a sample stops, what its answer means.
 
-One ``Task`` per LOGOS interface of ``/work/shared/GRAMMAR.md`` (the released scripts' JSONL rows are
+One ``Task`` per LOGOS sampling interface (the released scripts' JSONL rows are
 accepted unchanged) plus ``free`` (any text prompt, for a plain base model):
 
 | task | input row | prompt | stop | samples |

@@ -1,6 +1,6 @@
 """Training checkpoints: Orbax ``CheckpointManager`` under ``<run_dir>/checkpoints/<step>/``.
 
-Items of one step: ``params`` (the model params in their param dtype, the layout ``load_model`` and
+Items of one step: ``params`` (the model params in their param dtype, the form ``load_model`` and
 ``logos convert jax2hf`` read), ``opt_state``, ``meta`` (JSON: step, RNG key, skipped-step count, the
 train config) and ``data`` (the batch source's state, one JSON file per process, Grain's handler).
 Saves are asynchronous and keep the last N steps. Only committed steps (``checkpoint_steps``: the
@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 
 from logos_jax.checkpoint_steps import committed_steps
 from logos_jax.errors import LogosError
-from logos_jax.train.step import StateLayout, TrainState
+from logos_jax.train.step import StatePlacement, TrainState
 
 ITEMS = ("params", "opt_state", "meta", "data")
 
@@ -131,8 +131,8 @@ class TrainCheckpointer:
             ),
         )
 
-    def restore(self, step: int, layout: StateLayout, source: Any) -> TrainState:
-        """Restore ``step`` onto ``layout`` (any mesh) and rewind ``source`` to its saved state.
+    def restore(self, step: int, placement: StatePlacement, source: Any) -> TrainState:
+        """Restore ``step`` onto ``placement`` (any mesh) and rewind ``source`` to its saved state.
 
         A step that fails to restore (a corrupt file) falls back to the previous committed step,
         with a warning; the returned state's ``step`` says which one was restored."""
@@ -140,7 +140,7 @@ class TrainCheckpointer:
         errors = []
         for candidate in candidates:
             try:
-                return self._restore(candidate, layout, source)
+                return self._restore(candidate, placement, source)
             except Exception as err:  # any reader failure on a damaged file: try an older step
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 errors.append(f"step {candidate}: {reason[:300]}")
@@ -157,12 +157,12 @@ class TrainCheckpointer:
             "fix: delete the damaged step folders, or start a new run_dir"
         )
 
-    def _restore(self, step: int, layout: StateLayout, source: Any) -> TrainState:
+    def _restore(self, step: int, placement: StatePlacement, source: Any) -> TrainState:
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(layout.abstract.params),
-                opt_state=ocp.args.StandardRestore(layout.abstract.opt_state),
+                params=ocp.args.StandardRestore(placement.abstract.params),
+                opt_state=ocp.args.StandardRestore(placement.abstract.opt_state),
                 meta=ocp.args.JsonRestore(),
                 data=grain_ckpt.CheckpointRestore(_DataState(source)),
             ),
@@ -170,7 +170,7 @@ class TrainCheckpointer:
         meta = restored["meta"]
 
         def put(value, dtype):
-            return jax.device_put(np.asarray(value, dtype), layout.replicated)
+            return jax.device_put(np.asarray(value, dtype), placement.replicated)
 
         return TrainState(
             step=put(meta["step"], np.int32),

@@ -141,7 +141,7 @@ class TrainConfig:
     attention: str = "auto"
     # true: layers run as one scanned block (stacked params; fast compile, the TPU default).
     # false: one block per layer (per-layer params; no stacking copies: faster steps on CPU/GPU
-    # at small scale, compile time grows with depth). A run keeps the layout it started with.
+    # at small scale, compile time grows with depth). A run keeps the stacking it started with.
     scan_layers: bool = True
     loss_chunk: int = 0  # cross-entropy over chunks of this many positions (0: whole sequence)
     z_loss: float = 0.0
@@ -254,7 +254,7 @@ def _unknown(key: str) -> LogosError:
 
 
 def from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """Build a ``TrainConfig`` from a nested dict (YAML layout); unknown keys are errors."""
+    """Build a ``TrainConfig`` from a nested dict (the YAML's nesting); unknown keys are errors."""
     values = dict(raw)
     for section, cls in SECTIONS.items():
         sub = values.get(section) or {}

@@ -20,7 +20,7 @@ from logos_jax.batch import empty_batch, on_mesh, put_document
 from logos_jax.errors import LogosError
 from logos_jax.validate import bad_bytes, row_value, text_lines
 
-# SFT row layouts: (prompt key, completion key), tried in order. GRAMMAR.md task formats + generic.
+# SFT field pairs: (prompt key, completion key), tried in order. the released task formats + generic.
 SFT_FIELDS = (
     ("prompt", "completion"),
     ("test_input", "groundtruth"),  # retrosynthesis
@@ -63,7 +63,7 @@ class SyntheticSource:
 
 
 def read_sft_pairs(path: Path) -> list[tuple[str, str]]:
-    """(prompt, completion) strings from a JSONL file in one of the ``SFT_FIELDS`` layouts.
+    """(prompt, completion) strings from a JSONL file with one of the ``SFT_FIELDS`` field pairs.
 
     Both fields must be non-empty strings (``null`` or a number is an error naming the line, never
     turned into the text "None"); a line that is not UTF-8 text or not JSON is an error too."""
@@ -74,7 +74,7 @@ def _numbered_sft_pairs(path: Path) -> list[tuple[int, tuple[str, str]]]:
     pairs = []
     if not Path(path).is_file():
         raise LogosError(f"SFT data {path}: file not found")
-    layouts = ", ".join(f"{p}+{c}" for p, c in SFT_FIELDS)
+    pairs_text = ", ".join(f"{p}+{c}" for p, c in SFT_FIELDS)
     for number, line in text_lines(path):
         where = f"{path}:{number}"
         if line is None:
@@ -87,7 +87,7 @@ def _numbered_sft_pairs(path: Path) -> list[tuple[int, tuple[str, str]]]:
             raise LogosError(f"{where}: not valid JSON ({err})") from None
         if not isinstance(row, dict):
             raise LogosError(
-                f"{where}: expected a JSON object with one of the SFT layouts ({layouts})"
+                f"{where}: expected a JSON object with one of the SFT field pairs ({pairs_text})"
             )
         for prompt_key, completion_key in SFT_FIELDS:
             if prompt_key in row and completion_key in row:
@@ -100,7 +100,7 @@ def _numbered_sft_pairs(path: Path) -> list[tuple[int, tuple[str, str]]]:
                 pairs.append((number, (prompt, completion)))
                 break
         else:
-            raise LogosError(f"{where}: row has none of the SFT layouts ({layouts})")
+            raise LogosError(f"{where}: row has none of the SFT field pairs ({pairs_text})")
     if not pairs:
         raise LogosError(f"SFT data {path}: no rows")
     return pairs

@@ -39,7 +39,7 @@ from logos_jax.train.step import (
     jit_train_step,
     make_eval_step,
     make_train_step,
-    state_layout,
+    state_placement,
 )
 
 TRAIN_CONFIG = "train_config.yaml"
@@ -123,17 +123,17 @@ def _drop_uncommitted(directory: Path) -> None:
     _barrier("drop_uncommitted")
 
 
-def _make_source(config: TrainConfig, spec: DataSpec, model: ModelConfig, layout):
+def _make_source(config: TrainConfig, spec: DataSpec, model: ModelConfig, placement):
     if spec.kind == "synthetic":
         return data_lib.SyntheticSource(
-            model.vocab_size, config.batch_size, config.seq_len, config.seed, layout.batch
+            model.vocab_size, config.batch_size, config.seq_len, config.seed, placement.batch
         )
     if spec.kind == "sft":
         from logos_jax.tokenizer import LogosTokenizer
 
         tokenizer = LogosTokenizer.load(spec.tokenizer_dir)
         return data_lib.make_sft_source(
-            spec.path, tokenizer, config.batch_size, config.seq_len, config.seed, layout.batch
+            spec.path, tokenizer, config.batch_size, config.seq_len, config.seed, placement.batch
         )
     return data_lib.CorpusSource(
         spec.path,
@@ -142,7 +142,7 @@ def _make_source(config: TrainConfig, spec: DataSpec, model: ModelConfig, layout
         weights=config.data_weights,
         seed=config.seed,
         workers=config.data_workers,
-        sharding=layout.batch,
+        sharding=placement.batch,
     )
 
 
@@ -159,18 +159,18 @@ def _model_and_params(config: TrainConfig, spec: DataSpec, run_dir: Path, resumi
     return model, fresh_params(model, config.seed, mesh, config.scan_layers)
 
 
-def _check_layer_layout(step_dir: Path, scan_layers: bool) -> None:
+def _check_layer_stacking(step_dir: Path, scan_layers: bool) -> None:
     if format_version(step_dir / PARAMS) != FORMAT_VERSION:
         raise LogosError(
             f"{step_dir} was saved by an earlier logos_jax (Linear kernels [in, out]); its optimizer "
             "state cannot resume. Start a new run_dir with init_from=<this run> (its weights load "
-            "in either layout)"
+            "with either layer stacking)"
         )
     if stores_scanned_layers(step_dir / PARAMS) != scan_layers:
         raise LogosError(
             f"{step_dir} was saved with scan_layers={str(not scan_layers).lower()}; resume with "
             "the same setting (or start a new run_dir with init_from=<this run>, which accepts "
-            "either layout)"
+            "either layer stacking)"
         )
 
 
@@ -251,7 +251,7 @@ def _check_finite(state, config: TrainConfig, checkpointer: TrainCheckpointer) -
         )
 
 
-def _compile_train_step(config: TrainConfig, model, tx, schedule, loss_cfg, layout):
+def _compile_train_step(config: TrainConfig, model, tx, schedule, loss_cfg, placement):
     """(compiled step, compile seconds): compiled ahead of time so step timings exclude it."""
     step_fn = make_train_step(
         model,
@@ -261,16 +261,16 @@ def _compile_train_step(config: TrainConfig, model, tx, schedule, loss_cfg, layo
         grad_accum=config.grad_accum,
         nan_policy=config.nan_policy,
     )
-    batch_shape = abstract_batch(config.batch_size, config.seq_len, layout.batch)
+    batch_shape = abstract_batch(config.batch_size, config.seq_len, placement.batch)
     t0 = time.perf_counter()
-    compiled = jit_train_step(step_fn, layout).lower(layout.abstract, batch_shape).compile()
+    compiled = jit_train_step(step_fn, placement).lower(placement.abstract, batch_shape).compile()
     return compiled, time.perf_counter() - t0
 
 
 def run_training(config: TrainConfig | dict[str, Any]) -> RunSummary:
     """Train (or resume) the run described by ``config``; returns a ``RunSummary``.
 
-    ``config`` is a ``TrainConfig`` or its nested-dict form (the YAML layout). Writes under
+    ``config`` is a ``TrainConfig`` or its nested-dict form (the YAML's nesting). Writes under
     ``config.run_dir``: ``train_config.yaml``, ``model_config.yaml``, the tokenizer files,
     ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/<step>/``.
     """
@@ -304,16 +304,16 @@ def run_training(config: TrainConfig | dict[str, Any]) -> RunSummary:
             copy_tokenizer_files(Path(config.init_from), run_dir)
 
     tx, schedule = make_optimizer(config.optimizer, config.optimizer.schedule_steps or config.steps)
-    layout = state_layout(model_cfg, tx, mesh, scan_layers=config.scan_layers)
-    source = _make_source(config, spec, model_cfg, layout)
+    placement = state_placement(model_cfg, tx, mesh, scan_layers=config.scan_layers)
+    source = _make_source(config, spec, model_cfg, placement)
     writer = MetricsWriter(run_dir, tensorboard=config.tensorboard, enabled=primary)
     try:
         if resume_step is not None:
-            _check_layer_layout(checkpointer.directory / str(resume_step), config.scan_layers)
-            state = checkpointer.restore(resume_step, layout, source)
+            _check_layer_stacking(checkpointer.directory / str(resume_step), config.scan_layers)
+            state = checkpointer.restore(resume_step, placement, source)
             print(f"resumed {run_dir} from step {resume_step}", file=sys.stderr)
         else:
-            state = init_state(params, tx, layout, config.seed)
+            state = init_state(params, tx, placement, config.seed)
         del params
         model = Decoder(
             model_cfg,
@@ -323,12 +323,14 @@ def run_training(config: TrainConfig | dict[str, Any]) -> RunSummary:
             attention=config.attention,
         )
         loss_cfg = LossConfig(config.loss_chunk, config.z_loss)
-        train_step, compile_s = _compile_train_step(config, model, tx, schedule, loss_cfg, layout)
+        train_step, compile_s = _compile_train_step(
+            config, model, tx, schedule, loss_cfg, placement
+        )
         eval_step, eval_data = None, []
         if config.eval_every and spec.kind == "corpus":
-            eval_step = make_eval_step(model, loss_cfg, layout)
+            eval_step = make_eval_step(model, loss_cfg, placement)
             eval_data = data_lib.eval_batches(
-                spec.path, config.batch_size, config.seq_len, config.eval_batches, layout.batch
+                spec.path, config.batch_size, config.seq_len, config.eval_batches, placement.batch
             )
         logger = _Logger(config, model_cfg, writer, mesh.size)
         last_eval: dict[str, float] = {}

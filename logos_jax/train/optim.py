@@ -41,7 +41,7 @@ def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Sche
 
 
 def decay_mask(params: Any, decay_embeddings: bool) -> Any:
-    """Tree of bools like ``params`` (either layer layout): True where weight decay applies, from
+    """Tree of bools like ``params`` (stacked or per-layer): True where weight decay applies, from
     each tensor's role in the parameter table (``logos_jax.params.decays``)."""
 
     def keep(path: tuple[Any, ...], _leaf: Any) -> bool:

@@ -201,7 +201,7 @@ def make_train_step(
 
 
 @dataclasses.dataclass(frozen=True)
-class StateLayout:
+class StatePlacement:
     """Shardings and abstract shapes of a ``TrainState`` on one mesh (jit and restore targets)."""
 
     shardings: TrainState
@@ -210,13 +210,13 @@ class StateLayout:
     replicated: NamedSharding
 
 
-def state_layout(
+def state_placement(
     config: ModelConfig,
     tx: optax.GradientTransformation,
     mesh: Mesh,
     rules: Rules = DEFAULT_RULES,
     scan_layers: bool = True,
-) -> StateLayout:
+) -> StatePlacement:
     """Optimizer moments take their parameter's sharding; scalars are replicated.
 
     ``scan_layers=False``: params (and moments) hold one ``layers_{i}`` subtree per block.
@@ -250,17 +250,17 @@ def state_layout(
         bad_step=scalar,
         skipped=scalar,
     )
-    return StateLayout(shardings, abstract, batch_sharding(mesh, rules), replicated)
+    return StatePlacement(shardings, abstract, batch_sharding(mesh, rules), replicated)
 
 
 def init_state(
-    params: Any, tx: optax.GradientTransformation, layout: StateLayout, seed: int
+    params: Any, tx: optax.GradientTransformation, placement: StatePlacement, seed: int
 ) -> TrainState:
-    """A fresh state at step 0 around ``params`` (already sharded as ``layout.shardings.params``)."""
-    opt_state = jax.jit(tx.init, out_shardings=layout.shardings.opt_state)(params)
+    """A fresh state at step 0 around ``params`` (already sharded as ``placement.shardings.params``)."""
+    opt_state = jax.jit(tx.init, out_shardings=placement.shardings.opt_state)(params)
 
     def put(x):
-        return jax.device_put(x, layout.replicated)
+        return jax.device_put(x, placement.replicated)
 
     return TrainState(
         step=put(jnp.zeros((), jnp.int32)),
@@ -272,22 +272,22 @@ def init_state(
     )
 
 
-def jit_train_step(step: Callable, layout: StateLayout) -> Callable:
+def jit_train_step(step: Callable, placement: StatePlacement) -> Callable:
     """``jax.jit`` with explicit shardings; the old state's buffers are donated."""
-    batch = {k: layout.batch for k in BATCH_KEYS}
+    batch = {k: placement.batch for k in BATCH_KEYS}
     return jax.jit(
         step,
-        in_shardings=(layout.shardings, batch),
-        out_shardings=(layout.shardings, layout.replicated),
+        in_shardings=(placement.shardings, batch),
+        out_shardings=(placement.shardings, placement.replicated),
         donate_argnums=0,
     )
 
 
-def make_eval_step(model: Decoder, loss: LossConfig, layout: StateLayout) -> Callable:
+def make_eval_step(model: Decoder, loss: LossConfig, placement: StatePlacement) -> Callable:
     """``eval(params, batch) -> loss sums`` (see ``loss_sums``), jitted over the mesh."""
-    batch = {k: layout.batch for k in BATCH_KEYS}
+    batch = {k: placement.batch for k in BATCH_KEYS}
     return jax.jit(
         lambda params, b: loss_sums(params, {k: b[k] for k in BATCH_KEYS}, model, loss),
-        in_shardings=(layout.shardings.params, batch),
-        out_shardings=layout.replicated,
+        in_shardings=(placement.shardings.params, batch),
+        out_shardings=placement.replicated,
     )
