@@ -1216,9 +1216,9 @@ def test_init_from_with_a_corpus_of_another_tokenizer_is_refused(tmp_path, capsy
     same = fake_model_folder(tmp_path / "same", corpus / "tokenizer", 119)
     ok = load_train_config("tiny", [f"run_dir={tmp_path / 'r2'}", f"init_from={same}"])
     check_init_from_tokenizer(dataclasses.replace(ok, data=str(corpus)))
-    # A data config is checked before its corpus is built.
+    # A data config is not trained on: training reads built corpora only.
     rc, err = cli([*argv, f"data={data_config(tmp_path, source)}", "steps=1"], capsys)
-    one_line_error(rc, err, "another tokenizer")
+    one_line_error(rc, err, "not a built corpus folder", "logos data build --config")
     assert not (tmp_path / "run" / "corpus").exists()
 
 

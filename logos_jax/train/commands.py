@@ -154,8 +154,7 @@ def _data_vocab(config) -> int | None:
 def check_init_from_tokenizer(config) -> None:
     """``init_from`` weights and the data must share token ids: every token the two tokenizers both
     hold has the same id (the data may add new ids past the model's; those rows are grown).
-    Otherwise training would silently learn from scrambled ids. The data is a built corpus, or a
-    data config (checked before its corpus is built)."""
+    Otherwise training would silently learn from scrambled ids. The data is a built corpus."""
     from pathlib import Path
 
     from logos_jax.errors import LogosError
@@ -181,34 +180,14 @@ def check_init_from_tokenizer(config) -> None:
 
 
 def _data_tokenizer(config):
-    """The tokenizer the data's token ids belong to (a built corpus's, or the one a data config
-    names: a path, a bundled vocabulary with the tags, or the residue tokenizer), or None."""
-    import tempfile
+    """The tokenizer the data's token ids belong to (a built corpus's), or None."""
     from pathlib import Path
 
-    from logos_jax.data.builder import BUNDLED_TOKENIZERS, load_build_config
     from logos_jax.data.corpus import read_manifest
-    from logos_jax.tokenizer import (
-        LogosTokenizer,
-        add_grammar_tags,
-        build_residue_tokenizer,
-        bundled_tokenizer_path,
-    )
+    from logos_jax.tokenizer import LogosTokenizer
 
     corpus = Path(config.data)
     if not (corpus / "manifest.json").is_file():
-        built = Path(config.run_dir) / "corpus"  # where a data config is built
-        corpus = built if (built / "manifest.json").is_file() else None
-    if corpus is not None:
-        tok_dir = corpus / read_manifest(corpus)["tokenizer"].get("dir", "tokenizer")
-        return LogosTokenizer.load(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None
-    if Path(config.data).is_dir():
-        return None  # the run names the folder that is not a corpus
-    spec = load_build_config(config.data).tokenizer
-    if spec == "residue":
-        with tempfile.TemporaryDirectory() as tmp:
-            return LogosTokenizer.load(build_residue_tokenizer(Path(tmp) / "tokenizer"))
-    source = bundled_tokenizer_path(spec) if spec in BUNDLED_TOKENIZERS else Path(spec)
-    if not source.exists():
-        return None  # the build names the missing tokenizer
-    return add_grammar_tags(LogosTokenizer.load(source))[0]
+        return None  # synthetic, or not a corpus (the run itself says so)
+    tok_dir = corpus / read_manifest(corpus)["tokenizer"].get("dir", "tokenizer")
+    return LogosTokenizer.load(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None

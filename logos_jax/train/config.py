@@ -125,7 +125,7 @@ class TrainConfig:
     init_from: str | None = None
     mode: str = "pretrain"  # pretrain | sft
     data: str = (
-        "synthetic"  # synthetic | built corpus dir | data config YAML | SFT JSONL (mode=sft)
+        "synthetic"  # synthetic | built corpus dir (``logos data build``) | SFT JSONL (mode=sft)
     )
     data_weights: dict[str, float] | None = None  # modality -> mixture weight (corpus only)
     data_workers: int = 0

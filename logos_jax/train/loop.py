@@ -78,8 +78,10 @@ def _corpus_vocab(corpus: Path) -> DataSpec:
     return DataSpec("corpus", corpus, int(tok["vocab_size"]), corpus / tok.get("dir", "tokenizer"))
 
 
-def resolve_data(config: TrainConfig, run_dir: Path) -> DataSpec:
-    """Interpret ``config.data``; a data *config* is built (once) into ``<run_dir>/corpus``."""
+def resolve_data(config: TrainConfig) -> DataSpec:
+    """Interpret ``config.data``: ``synthetic``, a built corpus folder, or (``mode=sft``) a JSONL file.
+
+    Training reads built corpora only; ``logos data build`` (or ``logos demo``) builds them."""
     if config.mode == "sft":
         tok_dir = Path(config.tokenizer or config.init_from or "")
         if not (config.tokenizer or config.init_from):
@@ -97,14 +99,15 @@ def resolve_data(config: TrainConfig, run_dir: Path) -> DataSpec:
         if not (path / "manifest.json").is_file():
             raise LogosError(f"data={path}: no manifest.json; build it with `logos data build`")
         return _corpus_vocab(path)
-    from logos_jax.data.builder import build_corpus, load_build_config
-
-    build = load_build_config(find_preset("data", config.data))
-    out = run_dir / "corpus"
-    if jax.process_index() == 0:
-        build_corpus(build, out)
-    _barrier("corpus")
-    return _corpus_vocab(out)
+    try:
+        find_preset("data", config.data)
+        build = f"logos data build --config {config.data} --out DIR"
+    except LogosError:
+        build = "logos data build --config <data config> --out DIR"
+    raise LogosError(
+        f"data={config.data} is not a built corpus folder: training reads built corpora only. "
+        f"fix: `{build}`, then data=DIR (or data=synthetic)"
+    )
 
 
 def _barrier(name: str) -> None:
@@ -289,7 +292,7 @@ def run_training(config: TrainConfig | dict[str, Any]) -> RunSummary:
             f"batch_size={config.batch_size} must be a multiple of the batch shards "
             f"({batch_shards(mesh)}: mesh.data x mesh.fsdp) times grad_accum ({config.grad_accum})"
         )
-    spec = resolve_data(config, run_dir)
+    spec = resolve_data(config)
     _drop_uncommitted(run_dir / "checkpoints")
     checkpointer = TrainCheckpointer(
         run_dir, keep=config.keep_checkpoints, async_save=config.async_checkpoint

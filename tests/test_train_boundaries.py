@@ -1,0 +1,45 @@
+"""Training consumes built corpora only: it never builds one, and ``train/`` does not import the
+corpus builder."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from logos_jax.errors import LogosError
+from logos_jax.train.config import load_train_config
+from logos_jax.train.loop import resolve_data
+
+TRAIN_DIR = Path(__file__).resolve().parent.parent / "logos_jax" / "train"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (lazy imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+def test_train_never_imports_the_corpus_builder():
+    for path in sorted(TRAIN_DIR.glob("*.py")):
+        builder = {m for m in imported_modules(path) if m.startswith("logos_jax.data.builder")}
+        assert not builder, f"{path.name} imports {builder}"
+
+
+def test_a_data_config_is_refused_with_the_build_command(tmp_path):
+    config = load_train_config("tiny", [f"run_dir={tmp_path / 'run'}", "data=mini"])
+    with pytest.raises(
+        LogosError, match=r"not a built corpus folder.*logos data build --config mini"
+    ):
+        resolve_data(config)
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(LogosError, match="no manifest.json"):
+        resolve_data(load_train_config("tiny", [f"run_dir={tmp_path}", f"data={folder}"]))
+    assert (
+        resolve_data(load_train_config("tiny", ["run_dir=x", "data=synthetic"])).kind == "synthetic"
+    )
