@@ -12,8 +12,8 @@ from logos_jax.cli import main
 from logos_jax.config import ModelConfig, load_model_config
 from logos_jax.convert.hf2jax import hf_to_jax
 from logos_jax.convert.jax2hf import jax_to_hf
-from logos_jax.convert.resize import resize_embeddings
 from logos_jax.convert.safetensors_io import index_tensors, read_tensor, write_safetensors
+from logos_jax.embedding_resize import resize_embeddings
 from logos_jax.errors import LogosError
 from tests.hf_models import make_hf_model
 

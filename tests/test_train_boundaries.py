@@ -1,5 +1,5 @@
-"""Training consumes built corpora only: it never builds one, and ``train/`` does not import the
-corpus builder."""
+"""Training consumes built corpora only: it never builds one, and ``train/`` imports neither the
+corpus builder nor ``convert/``."""
 
 import ast
 from pathlib import Path
@@ -24,10 +24,14 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-def test_train_never_imports_the_corpus_builder():
+def test_train_imports_neither_the_corpus_builder_nor_convert():
     for path in sorted(TRAIN_DIR.glob("*.py")):
-        builder = {m for m in imported_modules(path) if m.startswith("logos_jax.data.builder")}
-        assert not builder, f"{path.name} imports {builder}"
+        wrong = {
+            m
+            for m in imported_modules(path)
+            if m.startswith(("logos_jax.data.builder", "logos_jax.convert"))
+        }
+        assert not wrong, f"{path.name} imports {wrong}"
 
 
 def test_a_data_config_is_refused_with_the_build_command(tmp_path):

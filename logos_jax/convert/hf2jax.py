@@ -26,8 +26,8 @@ from tqdm import tqdm
 from logos_jax.config import ModelConfig, save_model_config
 from logos_jax.convert.hf_folder import bits, checked_tensors, hf_config
 from logos_jax.convert.orbax_format import ArrayFile, CheckpointWriter, aligned_buffer
-from logos_jax.convert.resize import check_growth, resize_rows
 from logos_jax.convert.safetensors_io import DTYPE_CODES, ITEMSIZE, TensorInfo, map_tensor
+from logos_jax.embedding_resize import check_growth, resize_rows
 from logos_jax.errors import LogosError
 from logos_jax.model_folder import MODEL_CONFIG, PARAMS, atomic_folder, copy_tokenizer_files
 from logos_jax.params import ParamInfo, param_table

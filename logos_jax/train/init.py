@@ -1,7 +1,7 @@
 """Where a run's first parameters come from: random init, or ``init_from`` a checkpoint.
 
 Continued pretraining loads a model folder, another run dir or a Hugging Face folder directly sharded
-onto the mesh, with the run's layer stacking, and grows its embeddings (mean-initialised rows, ``logos_jax.convert.resize``) when the data's
+onto the mesh, with the run's layer stacking, and grows its embeddings (mean-initialised rows, ``logos_jax.embedding_resize``) when the data's
 tokenizer has more ids, e.g. after the grammar tags were added. Its shapes come from the checkpoint;
 its param and compute dtypes come from the run's model preset (``train_dtypes``), so a bf16 release
 trains with the preset's fp32 master weights.
@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 
 from logos_jax.checkpoint import load_model
 from logos_jax.config import ModelConfig
-from logos_jax.convert.resize import resize_embeddings
+from logos_jax.embedding_resize import resize_embeddings
 from logos_jax.errors import LogosError
 from logos_jax.model import init_params, param_shardings
 from logos_jax.sharding import DEFAULT_RULES, Rules

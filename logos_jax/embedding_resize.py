@@ -1,5 +1,8 @@
 """Embedding resize for added vocabulary (grammar tags): the start of continued pretraining.
 
+Shared by conversion (``hf2jax --add-tags``) and training (``init_from`` with a larger data
+tokenizer), so neither imports the other.
+
 New rows (and LM-head columns when untied) are the mean of the original rows, so a new tag starts as
 an "average token" rather than noise. Rows inside an existing padded matrix (Qwen3 has 151,936 rows
 for 151,669 ids) that become real tokens are reset the same way.
