@@ -75,7 +75,9 @@ def test_greedy_output_is_the_same_with_and_without_speculation(tiny, max_new):
     if max_new == 60:
         assert engine.speculation.accepted > 0
         tok = tiny[0]
-        assert all(tok.decode(c.tokens).endswith(tags.PROTEIN_E + "</s>") for cs in spec for c in cs)
+        assert all(
+            tok.decode(c.tokens).endswith(tags.PROTEIN_E + "</s>") for cs in spec for c in cs
+        )
 
 
 def test_sampled_output_is_the_same_token_for_token_and_grammatical(tiny):
@@ -127,6 +129,7 @@ def test_drafts_follow_the_copy_through_pockets(tiny):
         tok.token_id(tags.POCKET_E),
         tok.token_id(tags.PROTEIN_E),
     )
+
     def draft(tokens, k=4, start=start):
         s = {key: jnp.asarray(v)[None] for key, v in start.items()}
         for t in tokens:
