@@ -119,13 +119,14 @@ def beam_loop(
         cstate = jax.tree.map(take, c["cstate"])
         if constraint is not None:
             cstate = constraint.advance(cstate, token)
-        k, v, logits = programs.step_model(params, k, v, token, jnp.full((beams,), pos), new_table)
+        positions = jnp.full((beams, 1), pos)
+        k, v, logits = programs.step_model(params, k, v, token[:, None], positions, new_table)
         return dict(
             step=step + 1,
             k=k,
             v=v,
             table=new_table,
-            logits=logits,
+            logits=logits[:, 0],
             seen=seen,
             cstate=cstate,
             scores=scores,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ from logos_jax.sample.processors import SamplingConfig
 from logos_jax.sharding import DEFAULT_RULES, Rules, batch_shards
 
 MIN_CHUNK = 16
+FIRST_DRAFT = 4  # speculation starts with drafts this long, then adapts (``SpeculationStats``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +119,76 @@ class _Row:
     seq_len: int
 
 
+def tokens_per_call(acceptance: float, draft_len: int) -> float:
+    """Expected tokens one speculative step emits when each draft is accepted with probability
+    ``acceptance`` until the first rejection: 1 + a + a^2 + ... + a^draft_len."""
+    return sum(acceptance**i for i in range(draft_len + 1))
+
+
+@dataclasses.dataclass
+class SpeculationStats:
+    """Drafted and accepted tokens so far (totals over the engine's slots), and the rule that adapts
+    the draft length.
+
+    From the acceptance rate ``a`` (a running mean over calls with at least ``MIN_DRAFTS`` drafts):
+    double the length while doubling adds ``RAISE_GAIN`` more expected tokens per step, halve it
+    while halving loses less than ``LOWER_LOSS``. A longer draft also costs more per step (on a
+    CPU nearly in proportion, on a GPU hardly): the measured tokens/s of each length (calls that
+    compiled left out) decide, and a doubling that came out slower is undone and not tried again.
+    Each length is one compiled program, so the rule moves rarely; outputs never depend on it.
+    """
+
+    RAISE_GAIN = 1.3
+    LOWER_LOSS = 1.1
+    MIN_DRAFTS = 64
+    drafted: int = 0
+    accepted: int = 0
+    rate: float | None = None
+    speed: dict[int, float] = dataclasses.field(default_factory=dict)  # tokens/s by length
+    too_long: int | None = None  # the shortest length that measured slower than its half
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    def update(
+        self,
+        drafted: int,
+        accepted: int,
+        draft_len: int,
+        max_draft: int,
+        speed: float | None = None,
+    ) -> int:
+        """Record the slots' running totals and the last call's tokens/s (None: it compiled);
+        returns the next call's draft length."""
+        if speed is not None:
+            old = self.speed.get(draft_len)
+            self.speed[draft_len] = speed if old is None else 0.5 * (old + speed)
+        half = self.speed.get(draft_len // 2)
+        if (
+            draft_len > 1
+            and speed is not None
+            and half is not None
+            and self.speed[draft_len] < half
+        ):
+            self.too_long = draft_len
+            return draft_len // 2
+        new_drafted, new_accepted = drafted - self.drafted, accepted - self.accepted
+        if new_drafted < self.MIN_DRAFTS:
+            return draft_len
+        self.drafted, self.accepted = drafted, accepted
+        rate = new_accepted / new_drafted
+        self.rate = rate if self.rate is None else 0.5 * (self.rate + rate)
+        longer = 2 * draft_len
+        gain = tokens_per_call(self.rate, longer) / tokens_per_call(self.rate, draft_len)
+        if longer <= max_draft and longer != self.too_long and gain >= self.RAISE_GAIN:
+            return longer
+        loss = tokens_per_call(self.rate, draft_len) / tokens_per_call(self.rate, draft_len // 2)
+        if draft_len > 1 and loss < self.LOWER_LOSS:
+            return draft_len // 2
+        return draft_len
+
+
 PAGED_KERNELS = ("auto", "xla", "pallas", "pallas_interpret")
 
 
@@ -139,7 +211,10 @@ class Engine:
     ``block_pages``: pages attention reads per loop step (see ``paged_attention``).
     ``paged_kernel``: decode attention, ``"xla"``, ``"pallas"`` (the Pallas paged-attention kernel
     shipped with JAX), ``"pallas_interpret"`` (the same on CPU, for tests) or ``"auto"`` (Pallas on
-    GPU and TPU, XLA on CPU).
+    GPU and TPU, XLA on CPU). ``speculate``: the most tokens a step may draft and verify when the
+    constraint can draft (``ProteinCopy``: answers that copy the prompt); 0 = off. The draft length
+    starts at ``FIRST_DRAFT`` and adapts to the acceptance rate and measured speed (powers of two up
+    to ``speculate``); outputs do not depend on it (see ``Programs.speculative_step``).
     """
 
     def __init__(
@@ -163,6 +238,7 @@ class Engine:
         vocab_limit: int | None = None,
         mesh: Mesh | None = None,
         rules: Rules = DEFAULT_RULES,
+        speculate: int = 0,
     ):
         self.config = config
         self.sampling = sampling or SamplingConfig()
@@ -176,13 +252,19 @@ class Engine:
         self.prefill_chunk = max(MIN_CHUNK, bucket(prefill_chunk, prefill_chunk))
         self.constraint = constraint
         self.full_perplexity = full_perplexity
+        if speculate < 0:
+            raise ValueError(f"speculate must be >= 0, got {speculate}")
+        self.max_draft = speculate if hasattr(constraint, "draft") else 0
+        self.draft_len = min(FIRST_DRAFT, self.max_draft)  # adapted after every decode call
+        self.speculation = SpeculationStats()
         max_new = self.sampling.max_new_tokens
         # A row may run one call past its last token before the driver sees it stop; page tables
         # are whole blocks of ``block_pages`` (the unit attention reads).
-        self.max_pages = pages_for(max_prompt_len + max_new + steps_per_call, page_size)
+        call_tokens = steps_per_call * (self.max_draft + 1)
+        self.max_pages = pages_for(max_prompt_len + max_new + call_tokens, page_size)
         self.max_pages = -(-self.max_pages // block_pages) * block_pages
         if num_pages is None:
-            per_row = pages_for(max_new + steps_per_call, page_size) + 1
+            per_row = pages_for(max_new + call_tokens, page_size) + 1
             num_pages = 1 + self.num_slots * (per_row + pages_for(max_prompt_len, page_size))
         self.pool = PagePool(num_pages)
         limit = vocab_limit if vocab_limit and vocab_limit < config.vocab_size else None
@@ -204,8 +286,11 @@ class Engine:
         p = self.programs
         self._prefill_program = jax.jit(p.prefill, donate_argnums=(1, 2))
         self._admit_program = jax.jit(p.admit, donate_argnums=0)
-        self._decode_program = jax.jit(p.decode, donate_argnums=1, static_argnames="steps")
+        self._decode_program = jax.jit(
+            p.decode, donate_argnums=1, static_argnames=("steps", "draft_len")
+        )
         self.compiled_shapes: set[tuple] = set()
+        self._decoded: set[tuple] = set()  # decode programs already run (compiled)
         self._programs: dict[tuple, Any] = {}
 
     def program(self, key: tuple, make: Any) -> Any:
@@ -364,7 +449,10 @@ class Engine:
             table = self._page_table(rows)
             pending = bool(waiting or open_prompts)
             refill_at = max(1, self.num_slots // 8) if pending else self.num_slots + 1
-            self.compiled_shapes.add(("decode",))
+            self.compiled_shapes.add(("decode", self.draft_len))
+            compiles = ("decode", self.draft_len) not in self._decoded
+            self._decoded.add(("decode", self.draft_len))
+            started = time.perf_counter()
             self.state = self._decode_program(
                 self.params,
                 self.state,
@@ -372,15 +460,17 @@ class Engine:
                 jnp.int32(refill_at),
                 self.constraint,
                 steps=self.steps_per_call,
+                draft_len=self.draft_len,
             )
-            yield from self._collect(rows, max_new)
+            yield from self._collect(rows, max_new, None if compiles else started)
 
     def _grow_pages(self, rows: list[_Row | None]) -> None:
-        """Give every active row the pages its next ``steps_per_call`` tokens may need."""
+        """Give every active row the pages its next decode call may fill."""
+        call_tokens = self.steps_per_call * (self.draft_len + 1)
         for row in rows:
             if row is None:
                 continue
-            need = pages_for(row.seq_len + self.steps_per_call, self.page_size) - len(row.pages)
+            need = pages_for(row.seq_len + call_tokens, self.page_size) - len(row.pages)
             if need > 0:
                 pages = self.pool.take(need)
                 if pages is None:
@@ -400,11 +490,20 @@ class Engine:
         return table
 
     def _collect(
-        self, rows: list[_Row | None], max_new: int
+        self, rows: list[_Row | None], max_new: int, started: float | None
     ) -> Iterator[tuple[int, list[Completion]]]:
-        """Read back the rows that finished, free their pages and slots, yield finished requests."""
+        """Read back the rows that finished, free their pages and slots, yield finished requests.
+        ``started``: when the decode call began (None when it compiled a program)."""
         s = self.state.slots
-        finished, stopped, seq_len = jax.device_get((s.finished, s.stopped, s.seq_len))
+        finished, stopped, seq_len, drafted, accepted = jax.device_get(
+            (s.finished, s.stopped, s.seq_len, s.drafted, s.accepted)
+        )
+        if self.max_draft:
+            emitted = sum(int(seq_len[i]) - r.seq_len for i, r in enumerate(rows) if r is not None)
+            speed = None if started is None else emitted / (time.perf_counter() - started)
+            self.draft_len = self.speculation.update(
+                int(drafted.sum()), int(accepted.sum()), self.draft_len, self.max_draft, speed
+            )
         ended = [i for i, r in enumerate(rows) if r is not None and finished[i]]
         for i, row in enumerate(rows):
             if row is not None:

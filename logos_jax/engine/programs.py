@@ -25,7 +25,7 @@ from logos_jax.engine.state import PAGE_AXES, EngineState
 from logos_jax.model import Decoder, PagedKV, head_kernel
 from logos_jax.model.layers import dtype_of
 from logos_jax.sample.constraints import Constraint
-from logos_jax.sample.processors import NEG_INF, SamplingConfig, sample_token
+from logos_jax.sample.processors import NEG_INF, SamplingConfig, repetition_penalty, sample_token
 from logos_jax.sharding import DEFAULT_RULES, Rules, constrain
 
 PROMPT_LOGPROB_CHUNK = 16
@@ -196,9 +196,12 @@ class Programs:
         allowed: jax.Array | None,
         keys: jax.Array,
         step: jax.Array,
+        *,
+        penalized: bool = False,
     ) -> jax.Array:
         """Next token ``[rows]`` from raw ``logits`` ``[rows, vocab]``; ``step`` ``[rows]`` is each
-        sample's own step, so a sample's randomness does not depend on its slot or neighbours."""
+        sample's own step, so a sample's randomness does not depend on its slot or neighbours.
+        ``penalized``: the logits already carry the repetition penalty (``seen`` is unused)."""
         if self.vocab_limit is not None:
             logits = logits.at[:, self.vocab_limit :].set(NEG_INF)
         if allowed is not None:
@@ -207,28 +210,32 @@ class Programs:
         step_keys = jax.vmap(jax.random.fold_in)(keys, step)
         tiny = jnp.finfo(jnp.float32).tiny
         uniform = jax.vmap(lambda key: jax.random.uniform(key, minval=tiny))(step_keys)
-        return sample_token(logits, self.sampling, seen, uniform)
+        sampling = self.sampling
+        if penalized:
+            sampling, seen = dataclasses.replace(sampling, repetition_penalty=1.0), None
+        return sample_token(logits, sampling, seen, uniform)
 
     def step_model(
         self,
         params: Any,
         k: Pages,
         v: Pages,
-        token: jax.Array,
-        pos: jax.Array,
+        tokens: jax.Array,
+        positions: jax.Array,
         page_table: jax.Array,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Run one token per row: token, pos ``[rows]``; page_table ``[rows, max_pages]`` (idle rows:
-        all scratch). Returns (k, v, logits ``[rows, vocab]``), the token's key/value written at
-        ``pos`` in its row's pages."""
+        """Run ``t`` tokens per row: tokens, positions ``[rows, t]``; page_table ``[rows, max_pages]``
+        (idle rows: all scratch). Returns (k, v, logits ``[rows, t, vocab]``), each token's key/value
+        written at its position in its row's pages."""
         page_size = k[0].shape[2]
-        page = jnp.take_along_axis(page_table, (pos // page_size)[:, None], axis=1)
+        page = jnp.take_along_axis(page_table, positions // page_size, axis=1)
         live = jnp.any(page_table != 0, axis=1)
-        kv = self.paged(k, v, page, pos[:, None], page_table, jnp.max(jnp.where(live, pos, 0)))
+        last = jnp.max(jnp.where(live, positions[:, -1], 0))
+        kv = self.paged(k, v, page, positions, page_table, last)
         hidden, kv = self.model.apply(
-            {"params": params}, token[:, None], pos[:, None], kv=kv, return_hidden=True
+            {"params": params}, tokens, positions, kv=kv, return_hidden=True
         )
-        logits = self.constrain(lm_head(self.config, params, hidden[:, 0]), ("batch", "vocab"))
+        logits = self.constrain(lm_head(self.config, params, hidden), ("batch", None, "vocab"))
         k, v = self.constrain_pages(kv.k, kv.v)
         return k, v, logits
 
@@ -241,54 +248,21 @@ class Programs:
         constraint: Constraint | None,
         *,
         steps: int,
+        draft_len: int = 0,
     ) -> EngineState:
         """Up to ``steps`` decode steps of every active slot (page_table ``[slots, max_pages]``, with
-        room for ``steps`` more tokens per row); returns early once ``refill_at`` [] rows have
-        finished or none is active."""
-        max_new = self.sampling.max_new_tokens
-        stop_ids = jnp.asarray(self.stop_ids or (-1,), jnp.int32)
-        rows = page_table.shape[0]
+        room for ``steps * (draft_len + 1)`` more tokens per row); returns early once ``refill_at``
+        [] rows have finished or none is active. ``draft_len > 0``: each step also verifies up to
+        ``draft_len`` tokens drafted by the constraint (see ``speculative_step``)."""
         idle_page = jnp.zeros_like(page_table)
+        step = self.speculative_step if draft_len else self.plain_step
 
         def body(carry):
             i, finished_now, st = carry
-            s = st.slots
-            allowed = None
-            if constraint is not None:
-                allowed = constraint.allowed(s.constraint_state, max_new - s.step)
-            token = self.pick(s.logits, s.seen, allowed, s.keys, s.step)
-            live = s.active
-            token = jnp.where(live, token, self.pad_id)
-            logp = jax.nn.log_softmax(s.logits, axis=-1)
-            token_lp = jnp.take_along_axis(logp, token[:, None], axis=1)[:, 0]
-            column = jnp.where(live, s.step, max_new)  # idle rows write out of range: dropped
-            stop = live & jnp.any(token[:, None] == stop_ids[None, :], axis=1)
-            ends = live & (stop | (s.step + 1 >= max_new))
-            seen = s.seen
-            if seen is not None:
-                seen = seen.at[jnp.arange(rows), token].set(True)
-            cstate = s.constraint_state
-            if constraint is not None:
-                cstate = constraint.advance(cstate, token)
-            s = s.replace(
-                out_tokens=s.out_tokens.at[jnp.arange(rows), column].set(token, mode="drop"),
-                out_logprobs=s.out_logprobs.at[jnp.arange(rows), column].set(token_lp, mode="drop"),
-                seen=seen,
-                constraint_state=cstate,
-            )
             # Idle rows run too (fixed shapes) but write to the scratch page.
-            table = jnp.where(live[:, None], page_table, idle_page)
-            k, v, logits = self.step_model(params, st.k, st.v, token, s.seq_len, table)
-            add = live.astype(jnp.int32)
-            s = s.replace(
-                logits=logits,
-                seq_len=s.seq_len + add,
-                step=s.step + add,
-                active=live & ~ends,
-                finished=s.finished | ends,
-                stopped=s.stopped | stop,
-            )
-            return i + 1, finished_now + jnp.sum(ends), EngineState(k, v, s)
+            table = jnp.where(st.slots.active[:, None], page_table, idle_page)
+            st, ends = step(params, st, table, constraint, draft_len)
+            return i + 1, finished_now + jnp.sum(ends), st
 
         def cond(carry):
             i, finished_now, st = carry
@@ -296,3 +270,200 @@ class Programs:
 
         _, _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), jnp.int32(0), state))
         return state
+
+    def _is_stop(self, token: jax.Array) -> jax.Array:
+        stop_ids = jnp.asarray(self.stop_ids or (-1,), jnp.int32)
+        return jnp.any(token[..., None] == stop_ids, axis=-1)
+
+    def plain_step(
+        self,
+        params: Any,
+        st: EngineState,
+        table: jax.Array,
+        constraint: Constraint | None,
+        draft_len: int = 0,
+    ) -> tuple[EngineState, jax.Array]:
+        """One token per active row: pick it from the row's logits, write it out, run the model on
+        it. Returns the new state and ``[rows]`` the rows that ended."""
+        del draft_len
+        max_new = self.sampling.max_new_tokens
+        s = st.slots
+        rows = s.seq_len.shape[0]
+        allowed = None
+        if constraint is not None:
+            allowed = constraint.allowed(s.constraint_state, max_new - s.step)
+        live = s.active
+        token = jnp.where(live, self.pick(s.logits, s.seen, allowed, s.keys, s.step), self.pad_id)
+        token_lp = _token_logprob(s.logits, token)
+        column = jnp.where(live, s.step, max_new)  # idle rows write out of range: dropped
+        stop = live & self._is_stop(token)
+        ends = live & (stop | (s.step + 1 >= max_new))
+        seen = s.seen
+        if seen is not None:
+            seen = seen.at[jnp.arange(rows), token].set(True)
+        cstate = s.constraint_state
+        if constraint is not None:
+            cstate = constraint.advance(cstate, token)
+        k, v, logits = self.step_model(
+            params, st.k, st.v, token[:, None], s.seq_len[:, None], table
+        )
+        add = live.astype(jnp.int32)
+        s = s.replace(
+            out_tokens=s.out_tokens.at[jnp.arange(rows), column].set(token, mode="drop"),
+            out_logprobs=s.out_logprobs.at[jnp.arange(rows), column].set(token_lp, mode="drop"),
+            seen=seen,
+            constraint_state=cstate,
+            logits=logits[:, 0],
+            seq_len=s.seq_len + add,
+            step=s.step + add,
+            active=live & ~ends,
+            finished=s.finished | ends,
+            stopped=s.stopped | stop,
+        )
+        return EngineState(k, v, s), ends
+
+    def speculative_step(
+        self,
+        params: Any,
+        st: EngineState,
+        table: jax.Array,
+        constraint: Any,
+        draft_len: int,
+    ) -> tuple[EngineState, jax.Array]:
+        """Copy-speculation: one model call emits 1 to ``draft_len + 1`` tokens per active row.
+
+        The row's first token ``x0`` is picked from its logits exactly as in ``plain_step``; the
+        constraint then drafts the ``draft_len`` tokens that would follow if the answer keeps
+        copying (``constraint.draft``), and the model runs on ``[x0, drafts]`` in one call. Draft
+        ``j`` is accepted while the token the sampler picks at that position, with that position's
+        own random number, penalty and constraint mask, *is* the draft. For a drafted token this is
+        the exact speculative-sampling rule (accept with probability p(draft); on rejection the
+        token comes from p without the draft), and it emits exactly the tokens ``plain_step`` would:
+        greedy and sampled outputs do not depend on speculation or on ``draft_len``. The first
+        rejected position's token is not emitted: the next step picks it again from the logits
+        kept here (same random number, same token). All positions are picked in one batched call.
+        """
+        max_new = self.sampling.max_new_tokens
+        s = st.slots
+        rows, k = s.seq_len.shape[0], draft_len
+        ids = jnp.arange(rows)
+        live = s.active
+        x0 = self.pick(
+            s.logits,
+            s.seen,
+            constraint.allowed(s.constraint_state, max_new - s.step),
+            s.keys,
+            s.step,
+        )
+        x0 = jnp.where(live, x0, self.pad_id)
+        after_x0 = constraint.advance(s.constraint_state, x0)
+        draft = constraint.draft(after_x0, k)  # [rows, k], -1 = none
+        safe = jnp.where(draft >= 0, draft, self.pad_id)
+        tokens = jnp.concatenate([x0[:, None], safe], axis=1)  # [rows, k + 1]
+        positions = s.seq_len[:, None] + jnp.arange(k + 1)
+        k_pages, v_pages, logits = self.step_model(params, st.k, st.v, tokens, positions, table)
+
+        # The constraint state before each drafted position and after the last: [rows, k + 1, ..].
+        def advance(state: Any, token: jax.Array) -> tuple[Any, Any]:
+            return constraint.advance(state, token), state
+
+        final, before_each = jax.lax.scan(advance, after_x0, safe.T)
+        states = jax.tree.map(
+            lambda xs, x: jnp.concatenate([jnp.moveaxis(xs, 0, 1), x[:, None]], axis=1),
+            before_each,
+            final,
+        )
+        # Pick every drafted position at once: [rows * k] with its own state, mask and penalty.
+        flat = jax.tree.map(lambda x: x[:, :k].reshape(rows * k, *x.shape[2:]), states)
+        offsets = jnp.arange(1, k + 1)
+        step_at = s.step[:, None] + offsets  # [rows, k]
+        allowed = constraint.allowed(flat, (max_new - step_at).reshape(-1))
+        seen = None if s.seen is None else s.seen.at[ids, x0].set(True)
+        picked_logits = logits[:, :k]
+        if seen is not None:  # the penalty sees x0 and the drafts before each position
+            picked_logits = _penalize_drafts(picked_logits, seen, draft, self.sampling)
+        picked = self.pick(
+            picked_logits.reshape(rows * k, -1),
+            None,
+            allowed,
+            jnp.repeat(s.keys, k),
+            step_at.reshape(-1),
+            penalized=True,
+        ).reshape(rows, k)
+
+        # Accepted drafts: a prefix of positions where the pick is the draft and nothing stopped.
+        going = live & ~self._is_stop(x0) & (s.step + 1 < max_new)  # may emit after x0
+        match = (picked == draft) & (draft >= 0)
+        continues = match & ~self._is_stop(draft) & (step_at + 1 < max_new)
+        before = jnp.cumprod(
+            jnp.concatenate([going[:, None], continues[:, :-1]], axis=1).astype(jnp.int32), axis=1
+        ).astype(bool)  # [rows, k]: every earlier position was emitted and may continue
+        accepted = before & match
+        emitted = jnp.concatenate([live[:, None], accepted], axis=1)  # [rows, k + 1]
+        count = jnp.sum(emitted, axis=1).astype(jnp.int32)  # tokens emitted (0 for idle rows)
+        last = jnp.maximum(count - 1, 0)
+        last_token = jnp.take_along_axis(tokens, last[:, None], axis=1)[:, 0]
+        stop = live & self._is_stop(last_token)
+        ends = live & (stop | (s.step + count >= max_new))
+        if seen is not None:
+            seen = seen.at[ids[:, None], jnp.where(accepted, draft, x0[:, None])].set(True)
+        cstate = jax.tree.map(
+            lambda x: jnp.take_along_axis(x, last.reshape((rows, 1) + (1,) * (x.ndim - 2)), 1)[
+                :, 0
+            ],
+            states,
+        )
+
+        lp = jnp.concatenate([s.logits[:, None], logits[:, :-1]], axis=1)  # predicts each token
+        token_lp = _token_logprob(lp, tokens)
+        columns = jnp.where(emitted, s.step[:, None] + jnp.arange(k + 1), max_new)
+        s = s.replace(
+            out_tokens=s.out_tokens.at[ids[:, None], columns].set(tokens, mode="drop"),
+            out_logprobs=s.out_logprobs.at[ids[:, None], columns].set(token_lp, mode="drop"),
+            seen=seen,
+            constraint_state=_where_rows(live, cstate, s.constraint_state),
+            logits=jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0],
+            seq_len=s.seq_len + count,
+            step=s.step + count,
+            active=live & ~ends,
+            finished=s.finished | ends,
+            stopped=s.stopped | stop,
+            drafted=s.drafted + jnp.sum(before & (draft >= 0), axis=1).astype(jnp.int32),
+            accepted=s.accepted + count - live.astype(jnp.int32),
+        )
+        return EngineState(k_pages, v_pages, s), ends
+
+
+def _penalize_drafts(
+    logits: jax.Array, seen: jax.Array, draft: jax.Array, sampling: SamplingConfig
+) -> jax.Array:
+    """The repetition penalty for drafted positions: logits ``[rows, k, vocab]`` (position ``j``
+    predicts draft ``j``) penalised for ``seen`` ``[rows, vocab]`` and for drafts ``[rows, k]``
+    before ``j``, without a ``[rows, k, vocab]`` mask."""
+    rows, k, vocab = logits.shape
+    out = repetition_penalty(logits, seen[:, None], sampling.repetition_penalty)
+    j = jnp.arange(k)
+    earlier = (j[None, :, None] > j[None, None, :]) & (draft[:, None, :] >= 0)  # [rows, k, k]
+    token = jnp.broadcast_to(draft[:, None, :], (rows, k, k))
+    r = jnp.broadcast_to(jnp.arange(rows)[:, None, None], (rows, k, k))
+    p = jnp.broadcast_to(j[None, :, None], (rows, k, k))
+    index = jnp.where(earlier, token, vocab)  # out of range: dropped
+    original = logits[r, p, jnp.minimum(index, vocab - 1)]
+    penalized = repetition_penalty(original, jnp.ones_like(earlier), sampling.repetition_penalty)
+    return out.at[r, p, index].set(penalized, mode="drop")
+
+
+def _token_logprob(logits: jax.Array, token: jax.Array) -> jax.Array:
+    """log p(token) under raw ``logits`` ``[..., vocab]`` for ``token`` ``[...]``, without
+    materialising the log-softmax of the whole vocabulary twice."""
+    picked = jnp.take_along_axis(logits, token[..., None], axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+def _where_rows(mask: jax.Array, new: Any, old: Any) -> Any:
+    """Per row (``mask`` ``[rows]``), ``new``'s leaves where set, else ``old``'s."""
+
+    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, new, old)

@@ -41,6 +41,8 @@ class Slots:
     out_logprobs: jax.Array  # [slots, max_new] float32
     seen: jax.Array | None  # [slots, vocab] bool (repetition penalty only)
     constraint_state: Any  # pytree with leading dim slots, or None
+    drafted: jax.Array  # [slots] int32: speculative drafts offered so far (see Programs)
+    accepted: jax.Array  # [slots] int32: ...and accepted
 
 
 @flax.struct.dataclass
@@ -86,6 +88,8 @@ def init_state(
         out_logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
         seen=jnp.zeros((num_slots, vocab), bool) if track_seen else None,
         constraint_state=cstate,
+        drafted=zeros(jnp.int32),
+        accepted=zeros(jnp.int32),
     )
     layers = range(config.num_layers)
     return EngineState(

@@ -176,31 +176,109 @@ class ProteinCopy:
     """Binding-site answers (see the module docstring).
 
     ``residue_ids`` ``[n]`` are the tokens made only of residue letters, ``residue_chars`` ``[n, width]``
-    their letters (0-padded), ``residue_len`` ``[vocab]`` each id's letter count (0 = not residues).
+    their letters (0-padded), ``residue_len`` ``[vocab]`` each id's letter count (0 = not residues),
+    ``letter_token`` ``[128]`` the one-letter token of each residue letter (-1 = none).
     State: ``{"sequence": [rows, max_residues] int32 letters, "length": [rows], "index": [rows],
-    "mode": [rows]}``.
+    "mode": [rows], "after_pocket": [rows] whether the last residue was a pocket's, "copy": [rows,
+    max_residues + 2] the protein's tokens as the prompt spells them, then <ProteinE> and EOS (-1
+    padded), "token_at": [rows, max_residues + 1] the ``copy`` index of the token that starts at
+    each residue (-1 = none)}``; the last three serve ``draft``.
     """
 
     residue_ids: jax.Array
     residue_chars: jax.Array
     residue_len: jax.Array
+    letter_token: jax.Array
     pocket_s: jax.Array
     pocket_e: jax.Array
     protein_e: jax.Array
     eos_ids: jax.Array
     max_residues: int = flax.struct.field(pytree_node=False, default=1024)
 
-    def start(self, sequence: str) -> dict[str, np.ndarray]:
-        """The state for an input protein ``sequence`` (must fit ``max_residues``)."""
+    def start(self, sequence: str, tokens: Sequence[int] = ()) -> dict[str, np.ndarray]:
+        """The state for an input protein ``sequence`` (must fit ``max_residues``); ``tokens``: its
+        token ids as the prompt spells them (drafts follow them; none when they do not spell it)."""
         codes = np.zeros((self.max_residues,), np.int32)
         codes[: len(sequence)] = [ord(c) for c in sequence]
         zero = np.asarray(0, np.int32)
+        copy = np.full((self.max_residues + 2,), -1, np.int32)
+        token_at = np.full((self.max_residues + 1,), -1, np.int32)
+        if self._spells(sequence, tokens):
+            letters = np.asarray(self.residue_len)[np.asarray(tokens, np.int64)]
+            starts = np.concatenate([[0], np.cumsum(letters)])
+            copy[: len(tokens)] = tokens
+            token_at[starts] = np.arange(len(tokens) + 1)
+            copy[len(tokens)] = int(self.protein_e)
+            copy[len(tokens) + 1] = int(self.eos_ids[0])
         return {
             "sequence": codes,
             "length": np.asarray(len(sequence), np.int32),
             "index": zero,
             "mode": np.asarray(OUTSIDE, np.int32),
+            "after_pocket": zero,
+            "copy": copy,
+            "token_at": token_at,
         }
+
+    def _spells(self, sequence: str, tokens: Sequence[int]) -> bool:
+        """Whether ``tokens`` are residue tokens whose letters, in order, are ``sequence``."""
+        if not len(tokens) or len(tokens) > self.max_residues:
+            return False
+        ids = np.asarray(self.residue_ids)
+        rows = np.searchsorted(ids, tokens)
+        if np.any(rows >= len(ids)) or np.any(ids[np.minimum(rows, len(ids) - 1)] != tokens):
+            return False
+        chars = np.asarray(self.residue_chars)[rows]
+        text = "".join(chr(c) for row in chars for c in row if c)
+        return text == sequence
+
+    def draft(self, state: dict[str, jax.Array], k: int) -> jax.Array:
+        """``[rows, k]`` the answer's next ``k`` tokens if it goes on as it is going (-1 = none).
+
+        Pocket residues come in runs, so a residue is drafted the way the last one was written:
+        after a plain residue, the prompt's tokens from the current residue on; inside a pocket or
+        right after one, each next residue as ``<PocketS>`` X ``<PocketE>``. Both end with
+        ``<ProteinE>`` and EOS. A wrong guess costs one rejected draft; the model decides."""
+        seq, length, index, mode = (
+            state["sequence"],
+            state["length"],
+            state["index"],
+            state["mode"],
+        )
+        copy, token_at = state["copy"], state["token_at"]
+        j = jnp.arange(k)[None, :]
+        # Copying: the prompt's tokens from the current residue (its token must start there).
+        start = jnp.take_along_axis(
+            token_at, jnp.minimum(index, token_at.shape[1] - 1)[:, None], axis=1
+        )
+        at = start + j
+        copied = jnp.take_along_axis(copy, jnp.clip(at, 0, copy.shape[1] - 1), axis=1)
+        copied = jnp.where((start >= 0) & (at < copy.shape[1]), copied, -1)
+        # Pockets: a stream of <PocketS> X <PocketE> per residue from ``first`` on, entered at
+        # ``phase`` (0: before <PocketS>, 1: before X, 2: before <PocketE>), then <ProteinE>, EOS.
+        phase = jnp.select([mode == POCKET_OPEN, mode == POCKET_FULL], [1, 2], 0)
+        first = jnp.where(mode == POCKET_FULL, index - 1, index)
+        t = phase[:, None] + j
+        residue = first[:, None] + t // 3
+        letter = jnp.take_along_axis(seq, jnp.clip(residue, 0, seq.shape[1] - 1), axis=1)
+        triple = jnp.stack(
+            [
+                jnp.broadcast_to(self.pocket_s, letter.shape),
+                self.letter_token[jnp.clip(letter, 0, 127)],
+                jnp.broadcast_to(self.pocket_e, letter.shape),
+            ]
+        )
+        in_pockets = jnp.take_along_axis(triple, (t % 3)[None], axis=0)[0]
+        past = t - 3 * (length - first)[:, None]  # tokens after the last residue's triple
+        tail = jnp.where(past == 0, self.protein_e, jnp.where(past == 1, self.eos_ids[0], -1))
+        in_pockets = jnp.where(past >= 0, tail, in_pockets)
+        pocket_run = (mode == POCKET_OPEN) | (mode == POCKET_FULL)
+        pocket_run |= (mode == OUTSIDE) & (state["after_pocket"] != 0)
+        out = jnp.where(pocket_run[:, None], in_pockets, copied)
+        out = jnp.where(
+            (mode == PROTEIN_CLOSED)[:, None], jnp.where(j == 0, self.eos_ids[0], -1), out
+        )
+        return jnp.where((mode == DONE)[:, None], -1, out)
 
     def allowed(self, state: dict[str, jax.Array], remaining: jax.Array) -> jax.Array:
         seq, length, index, mode = state["sequence"], state["length"], state["index"], state["mode"]
@@ -245,7 +323,17 @@ class ProteinCopy:
             mode,
         )
         moved = ((mode == OUTSIDE) | (mode == POCKET_OPEN)) & (n > 0)
-        return {**state, "index": index + jnp.where(moved, n, 0), "mode": new_mode}
+        # Whether the last residue written was a pocket's (``draft`` continues the same way).
+        closed = (mode == POCKET_FULL) & (token == self.pocket_e)
+        after = jnp.where(
+            closed, 1, jnp.where((mode == OUTSIDE) & (n > 0), 0, state["after_pocket"])
+        )
+        return {
+            **state,
+            "index": index + jnp.where(moved, n, 0),
+            "mode": new_mode,
+            "after_pocket": after.astype(jnp.int32),
+        }
 
 
 def protein_copy(
@@ -273,13 +361,17 @@ def protein_copy(
         )
     chars = np.zeros((len(ids), max(len(texts[i]) for i in ids)), np.int32)
     lengths = np.zeros((vocab_size,), np.int32)
+    letter_token = np.full((128,), -1, np.int32)
     for row, i in enumerate(ids):
         chars[row, : len(texts[i])] = [ord(c) for c in texts[i]]
         lengths[i] = len(texts[i])
+        if len(texts[i]) == 1 and letter_token[ord(texts[i])] < 0:
+            letter_token[ord(texts[i])] = i
     return ProteinCopy(
         residue_ids=jnp.asarray(ids, jnp.int32),
         residue_chars=jnp.asarray(chars),
         residue_len=jnp.asarray(lengths),
+        letter_token=jnp.asarray(letter_token),
         pocket_s=jnp.asarray(tag_ids[tags.POCKET_S], jnp.int32),
         pocket_e=jnp.asarray(tag_ids[tags.POCKET_E], jnp.int32),
         protein_e=jnp.asarray(tag_ids[tags.PROTEIN_E], jnp.int32),
