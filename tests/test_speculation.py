@@ -169,3 +169,36 @@ def test_a_longer_draft_that_measures_slower_is_undone():
     assert stats.update(400, 396, 8, 8, speed=600.0) == 4  # slower than 4: back
     assert stats.too_long == 8
     assert stats.update(600, 594, 4, 8, speed=1000.0) == 4  # and not tried again
+
+
+def test_sampling_job_rows_are_the_same_with_and_without_speculation(tiny, tmp_path):
+    import json
+
+    from logos_jax.sample import run_sampling
+
+    tok, config, params, _ = tiny
+    rows = [
+        {"id": f"p{i}", "text": f"<ProteinS>{p}<ProteinE><Search>"} for i, p in enumerate(PROTEINS)
+    ]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outputs = []
+    for speculate in (0, 8):
+        out = tmp_path / f"out{speculate}.jsonl"
+        run_sampling(
+            "pocket-search",
+            out,
+            input_path=inp,
+            model=(config, params),
+            tokenizer=tok,
+            num_samples=3,
+            sampling=SAMPLED,
+            constrained=True,
+            progress=False,
+            speculate=speculate,
+        )
+        outputs.append([json.loads(r) for r in sorted(out.read_text().splitlines())])
+    plain, spec = outputs
+    assert [r["completion"] for r in plain] == [r["completion"] for r in spec]
+    assert [r["perplexity"] for r in plain] == pytest.approx([r["perplexity"] for r in spec])
+    assert all(r["grammatical"] for r in spec)

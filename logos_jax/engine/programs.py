@@ -22,8 +22,9 @@ from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig
 from logos_jax.engine.state import PAGE_AXES, EngineState
-from logos_jax.model import Decoder, PagedKV, head_kernel
-from logos_jax.model.layers import dtype_of
+from logos_jax.model import Decoder, PagedKV
+from logos_jax.model.layers import dtype_of, linear
+from logos_jax.params import get_path, head_path
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, SamplingConfig, repetition_penalty, sample_token
 from logos_jax.sharding import DEFAULT_RULES, Rules, constrain
@@ -40,8 +41,8 @@ def copy_pages(pages: Pages, src: jax.Array, dst: jax.Array) -> Pages:
 def lm_head(config: ModelConfig, params: Any, hidden: jax.Array) -> jax.Array:
     """The decoder's output projection: hidden ``[..., hidden]`` -> logits ``[..., vocab]`` float32."""
     dtype = dtype_of(config.compute_dtype)
-    weight = head_kernel(config, params).astype(dtype)
-    return jnp.dot(hidden.astype(dtype), weight).astype(jnp.float32)
+    weight = get_path(params, head_path(config)).astype(dtype)  # [vocab, hidden], as stored
+    return linear(hidden.astype(dtype), weight).astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

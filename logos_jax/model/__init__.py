@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from logos_jax.config import ModelConfig
 from logos_jax.model.attention import PagedKV
 from logos_jax.model.decoder import REMAT_POLICIES, Decoder
-from logos_jax.params import INIT_STDDEV, build_tree, get_path, head_path, param_table, set_path
+from logos_jax.params import INIT_STDDEV, build_tree, param_table, set_path
 from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "Decoder",
     "PagedKV",
     "abstract_params",
-    "head_kernel",
     "init_params",
     "logical_axes",
     "param_shardings",
@@ -126,13 +125,3 @@ def to_layer_layout(
         out_shardings={k: v for k, v in shardings.items() if k not in rest},
     )(blocks)
     return {**rest, **converted}
-
-
-def head_kernel(config: ModelConfig, params: Any) -> jax.Array:
-    """The output projection ``[hidden, vocab]``: the table's head tensor (``[vocab, hidden]``, the
-    embedding when tied) transposed, a view XLA folds into the matmul.
-
-    For code that computes logits from ``Decoder(..., return_hidden=True)`` states itself (chunked
-    losses, last-position-only logits in the sampler); ``Decoder`` applies the same projection.
-    """
-    return get_path(params, head_path(config)).T

@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# The longest copy draft a step verifies (binding-site answers under grammar constraints); 0 = off.
+SPECULATE = 8
+
 _EXPORTS = {
     "BlockGrammar": "constraints",
     "ProteinCopy": "constraints",

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from logos_jax.sample import SPECULATE
 from logos_jax.validate import number
 
 TASK_CHOICES = ("retro", "pocket-search", "ligand", "material", "free")
@@ -72,6 +73,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--constrained",
         action="store_true",
         help="grammar-constrained decoding: answers are always well-formed blocks",
+    )
+    parser.add_argument(
+        "--speculate",
+        type=number(int, low=0),
+        default=SPECULATE,
+        help="with --constrained, binding-site answers draft up to this many copied tokens and "
+        "verify them in one model call (same outputs, fewer steps); 0 = off",
     )
     parser.add_argument(
         "--num-beams",
@@ -158,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         mesh=mesh,
         progress=not args.no_progress,
         replica=replica,
+        speculate=args.speculate,
     )
     print(
         f"{report.written} input(s) sampled ({report.samples} samples, {report.tokens} tokens, "

@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig
 from logos_jax.errors import LogosError
-from logos_jax.sample import jsonl, multihost
+from logos_jax.sample import SPECULATE, jsonl, multihost
 from logos_jax.sample.processors import SamplingConfig
 from logos_jax.sample.tasks import BadRow, Prompt, Task, get_task
 
@@ -155,6 +155,7 @@ def run_sampling(
     mesh: Mesh | None = None,
     progress: bool = True,
     replica: multihost.Replica | None = None,
+    speculate: int = SPECULATE,
 ) -> SamplingReport:
     """Sample ``task`` for every input row into ``out_path`` (appending; resumes a partial file).
 
@@ -164,7 +165,9 @@ def run_sampling(
     task's; ``batch_size`` is the number of rows (samples) decoded together: the engine's slots
     (rounded up to a multiple of the mesh's batch shards); a finished row's slot takes the next
     pending sample. ``num_beams > 0``: beam search
-    instead of sampling, one row per beam, best first (``beam_score`` added).
+    instead of sampling, one row per beam, best first (``beam_score`` added). ``speculate``: the
+    longest copy draft the engine verifies per step where the constraint drafts (binding-site
+    answers with ``constrained``); the outputs are the same with any value, 0 turns it off.
 
     ``replica`` (a multi-process job, every process calls this with the same arguments): sample
     only this replica's slice into its part file, then merge all parts into ``out_path``.
@@ -199,6 +202,7 @@ def _job(
     mesh: Mesh | None,
     progress: bool,
     replica: multihost.Replica | None,
+    speculate: int,
 ) -> SamplingReport:
     from logos_jax.checkpoint import load_model, resolve_model_dir
     from logos_jax.tokenizer import LogosTokenizer
@@ -265,11 +269,12 @@ def _job(
         constrained,
         pending,
         min(batch_size, sum(i.num_samples for i in pending)),  # no idle slots for small jobs
+        speculate,
     )
     states = None
     if constraint is not None:
         states = [
-            constraint.start(i.prompt.protein)
+            constraint.start(i.prompt.protein, tokenizer.encode(i.prompt.protein, add_bos=False))
             if spec.constraint == "pocket"
             else constraint.start()
             for i in pending
@@ -310,7 +315,17 @@ def _job(
 
 
 def _make_sampler(
-    spec, config, params, tokenizer, sampling, mesh, full_perplexity, constrained, pending, slots
+    spec,
+    config,
+    params,
+    tokenizer,
+    sampling,
+    mesh,
+    full_perplexity,
+    constrained,
+    pending,
+    slots,
+    speculate,
 ):
     from logos_jax.sample import constraints
     from logos_jax.sample.sampler import Sampler
@@ -336,6 +351,7 @@ def _make_sampler(
         vocab_limit=tokenizer.vocab_size,
         num_slots=slots,
         max_prompt_len=max(len(i.ids) for i in pending),
+        speculate=speculate,
     )
     constraint = None
     if constrained and spec.constraint is not None:
