@@ -315,12 +315,14 @@ def run(args: argparse.Namespace) -> int:
     _ensure_devices(DEMO_DEVICES)
     import jax
 
+    from logos_jax import compile_cache
     from logos_jax.config import load_model_config
     from logos_jax.data.builder import build_corpus, load_build_config
     from logos_jax.model import init_params
     from logos_jax.tokenizer import LogosTokenizer
     from logos_jax.train.loop import run_training
 
+    compile_cache.enable()
     out = Path(args.out).absolute()
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests compile afresh (the persistent compilation cache is tested on its own, in a subprocess).
+os.environ["LOGOS_COMPILE_CACHE"] = "off"
 
 from absl import flags  # noqa: E402
 

@@ -191,3 +191,33 @@ def test_constrained_beam_search_rows_are_ranked(tiny, tmp_path):
     assert len(rows) == rows[0]["group_size"] == 3 and scores == sorted(scores, reverse=True)
     assert all(r["grammatical"] for r in rows)
     assert len({r["completion"] for r in rows}) == 3
+
+
+def test_a_repeated_job_reuses_the_persistent_compilation_cache(tiny, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = tiny[0]
+    inp = write_jsonl(tmp_path / "in.jsonl", [RETRO_ROWS[0]])
+    cache = tmp_path / "xla-cache"
+    env = dict(os.environ, LOGOS_COMPILE_CACHE=str(cache), JAX_LOG_COMPILES="1")
+    outputs = []
+    for run in range(2):
+        out = tmp_path / f"out{run}.jsonl"
+        argv = ["sample", "--task", "retro", "--ckpt", folder, "--input", inp, "--out", out]
+        argv += ["--num-samples", "2", "--max-new-tokens", "8", "--no-progress"]
+        done = subprocess.run(
+            [sys.executable, "-m", "logos_jax.cli", *map(str, argv)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(read_out(out))
+        if run == 0:
+            assert any(cache.iterdir()), "nothing was stored"
+            assert "Persistent compilation cache hit" not in done.stderr
+    assert "Persistent compilation cache hit" in done.stderr
+    assert [r["completion"] for r in outputs[0]] == [r["completion"] for r in outputs[1]]

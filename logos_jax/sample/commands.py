@@ -121,7 +121,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import jax
 
-    from logos_jax import distributed
+    from logos_jax import compile_cache, distributed
     from logos_jax.errors import LogosError
     from logos_jax.files import refuse_overwrite_input
     from logos_jax.sample import multihost
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from logos_jax.sharding import MeshConfig, make_mesh
 
     refuse_overwrite_input(args.out, {"--input": args.input})
+    compile_cache.enable()
     try:
         data, fsdp, tensor = (int(x) for x in args.mesh.split(","))
     except ValueError:

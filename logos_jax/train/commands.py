@@ -36,7 +36,10 @@ def _run(args: argparse.Namespace) -> int:
     make_dir(config.run_dir)
     check_resume_shape(config)
     check_init_from_tokenizer(config)
+    from logos_jax import compile_cache
     from logos_jax.train.loop import run_training
+
+    compile_cache.enable()
 
     summary = run_training(config)
     print(
