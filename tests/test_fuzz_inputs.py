@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from logos_jax import jsonl_io
 from logos_jax.cli import main
 from logos_jax.config import ModelConfig, save_model_config
 from logos_jax.errors import LogosError
 from logos_jax.files import atomic_write_text, public_mode, remove_stale_temps, umask
 from logos_jax.model_folder import atomic_folder
-from logos_jax.sample import jsonl
 from logos_jax.tokenizer import LogosTokenizer, build_residue_tokenizer
 from tests.tiny import residue_model_folder
 
@@ -405,10 +405,10 @@ def test_resume_tolerates_a_tail_torn_inside_a_character(tmp_path):
     assert data[-1] == 0xC3  # cut inside the two bytes of an é
     out.write_bytes(data)
     os.chmod(out, 0o644)
-    assert jsonl.resume(out) == {"a"}
+    assert jsonl_io.resume(out) == {"a"}
     assert out.read_bytes() == (done + "\n").encode()
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
-    assert jsonl.resume(out) == {"a"}
+    assert jsonl_io.resume(out) == {"a"}
 
 
 @FUZZ
@@ -429,12 +429,12 @@ def test_resume_never_crashes_on_garbage(tmp_path, lines):
     out = tmp_path / "garbage.jsonl"
     out.write_bytes(b"\n".join(lines))
     try:
-        finished = jsonl.resume(out)
+        finished = jsonl_io.resume(out)
     except LogosError as err:
         assert "not a row of a `logos sample` output" in str(err)
         assert out.read_bytes() == b"\n".join(lines)
         return
-    for _, row, _ in jsonl.read_rows(out):
+    for _, row, _ in jsonl_io.read_rows(out):
         assert isinstance(row, dict) and str(row["id"]) in finished
 
 
@@ -443,7 +443,7 @@ def test_sample_out_naming_another_file_is_refused_untouched(tmp_path, capsys):
     content = '{"id": "p1", "text": "<ProteinS>MKT<ProteinE><Search>"}\nnotes\n'
     other.write_text(content)
     with pytest.raises(LogosError, match="inputs.jsonl:1: not a row"):
-        jsonl.resume(other)
+        jsonl_io.resume(other)
     assert other.read_text() == content
 
 

@@ -1,27 +1,16 @@
 """Training consumes built corpora only: it never builds one, and ``train/`` imports neither the
 corpus builder nor ``convert/``."""
 
-import ast
 from pathlib import Path
 
 import pytest
+from imports import imported_modules
 
 from logos_jax.errors import LogosError
 from logos_jax.train.config import load_train_config
 from logos_jax.train.loop import resolve_data
 
 TRAIN_DIR = Path(__file__).resolve().parent.parent / "logos_jax" / "train"
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module ``path`` imports, at any depth (lazy imports too)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-    return found
 
 
 def test_train_imports_neither_the_corpus_builder_nor_convert():

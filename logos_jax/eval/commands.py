@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from logos_jax.sample.commands import TASK_CHOICES
+from logos_jax.tasks import TASK_CHOICES
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from logos_jax.errors import LogosError
     from logos_jax.eval.metrics import check_result_row, evaluate
     from logos_jax.files import atomic_write_text
-    from logos_jax.sample.jsonl import read_rows
+    from logos_jax.jsonl_io import read_rows
 
     path = Path(args.results)
     if not path.is_file():

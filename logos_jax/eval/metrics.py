@@ -31,7 +31,7 @@ from logos_jax.errors import LogosError
 from logos_jax.grammar import annotated_protein, parse
 from logos_jax.grammar.chem import canonical_smiles, has_rdkit
 from logos_jax.grammar.parse import retro_reactants
-from logos_jax.sample.tasks import TASKS
+from logos_jax.tasks import TASKS
 from logos_jax.validate import bad_bytes, row_value, text_lines
 
 RANKINGS = ("logprob", "perplexity", "frequency")

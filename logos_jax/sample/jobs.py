@@ -3,7 +3,7 @@
 ``run_sampling`` is what ``logos sample`` and the demo call. Bad input rows (not JSON, a missing
 field, an unknown tag, a prompt longer than the context) are reported with their line number and
 skipped. Inputs already complete in the output file are skipped, so re-running the same command
-resumes a killed job (see ``jsonl``). Samples run on the decode engine (``logos_jax.engine``):
+resumes a killed job (see ``logos_jax.jsonl_io``). Samples run on the decode engine (``logos_jax.engine``):
 each input's rows are written as soon as its last sample finishes. Under ``jax.distributed``
 (``replica=``), each model replica samples its slice of the inputs into a part file and process 0
 merges the parts into the output in input order (see ``multihost``).
@@ -20,11 +20,12 @@ from typing import Any
 
 from jax.sharding import Mesh
 
+from logos_jax import jsonl_io
 from logos_jax.config import ModelConfig
 from logos_jax.errors import LogosError
-from logos_jax.sample import SPECULATE, jsonl, multihost
+from logos_jax.sample import SPECULATE, multihost
 from logos_jax.sample.processors import SamplingConfig
-from logos_jax.sample.tasks import BadRow, Prompt, Task, get_task
+from logos_jax.tasks import BadRow, Prompt, Task, get_task
 
 MATERIAL_CHUNK = 100  # material samples per virtual input (the unit of resumption)
 
@@ -88,7 +89,7 @@ def read_inputs(
         raise LogosError(f"{input_path}: input file not found")
     out: list[tuple[Prompt, int | None, int]] = []
     seen: set[str] = set()
-    for line, row, _ in jsonl.read_rows(Path(input_path)):
+    for line, row, _ in jsonl_io.read_rows(Path(input_path)):
         try:
             if row is None:
                 raise BadRow("not valid JSON")
@@ -248,7 +249,7 @@ def _job(
 
     out_path = Path(out_path)
     if replica is None:
-        write_path, finished = out_path, jsonl.resume(out_path)
+        write_path, finished = out_path, jsonl_io.resume(out_path)
     else:
         items = replica.take(items)
         write_path = report.part = replica.part(out_path)
@@ -291,7 +292,7 @@ def _job(
         file=sys.stderr,
     )
     # Rows are written per input as soon as its last sample finishes (continuous batching).
-    with jsonl.Appender(write_path) as out, bar:
+    with jsonl_io.Appender(write_path) as out, bar:
         for index, completions in sampler.stream(
             [i.ids for i in pending],
             num_samples=[i.num_samples for i in pending],

@@ -5,7 +5,7 @@ A *replica* is the group of processes that holds one copy of the model: processe
 ``--mesh`` needs ``p`` hosts' devices). Replica ``k`` of ``n`` takes the inputs whose position in the
 input file (after bad rows) is ``k`` modulo ``n``: the slice depends only on the inputs and ``n``, not
 on timing, so a killed host that is started again resumes its own part. The replica's first
-process writes ``<out>.part-<k>-of-<n>`` with the resumable JSONL machinery (``jsonl``); once every
+process writes ``<out>.part-<k>-of-<n>`` with the resumable JSONL machinery (``logos_jax.jsonl_io``); once every
 process is done (a collective, which doubles as a barrier), process 0 merges the parts and any
 complete inputs already in ``<out>`` into ``<out>`` in input order (temp file + ``os.replace``) and
 removes the parts.
@@ -31,8 +31,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from logos_jax import jsonl_io
 from logos_jax.errors import LogosError
-from logos_jax.sample import jsonl
 from logos_jax.sharding import MeshConfig, make_mesh
 
 T = TypeVar("T")
@@ -119,9 +119,9 @@ def done_ids(out: Path, replica: Replica, slice_ids: Sequence[str]) -> set[str]:
             f"{replica.count}); fix: re-run on that run's number of hosts to finish it, or delete "
             f"its {out.name}.part-*-of-{n} files to start over"
         )
-    merged = set(jsonl.complete_inputs(out))
+    merged = set(jsonl_io.complete_inputs(out))
     part = replica.part(out)
-    in_part = jsonl.resume(part) if replica.writer else set(jsonl.complete_inputs(part))
+    in_part = jsonl_io.resume(part) if replica.writer else set(jsonl_io.complete_inputs(part))
     stray = sorted(in_part - set(slice_ids))
     if stray:
         raise LogosError(
@@ -188,10 +188,10 @@ def fail() -> None:
 def merge(out: Path, count: int, ids: Sequence[str]) -> int:
     """Write the complete inputs of ``out`` and its ``count`` parts into ``out`` in ``ids`` order
     (inputs not in ``ids``, from an earlier run, last), atomically; then remove the parts."""
-    groups = jsonl.complete_inputs(out)
+    groups = jsonl_io.complete_inputs(out)
     parts = [part_path(out, k, count) for k in range(count)]
     for k, part in enumerate(parts):
-        found = jsonl.complete_inputs(part)
+        found = jsonl_io.complete_inputs(part)
         missing = [i for i in ids[k::count] if i not in found and i not in groups]
         if missing:
             where = "is missing" if not part.exists() else f"lacks {len(missing)} input(s)"
@@ -203,7 +203,7 @@ def merge(out: Path, count: int, ids: Sequence[str]) -> int:
             groups.setdefault(i, lines)
     order = {i: n for n, i in enumerate(ids)}
     ranked = sorted(groups, key=lambda i: order.get(i, len(order)))
-    jsonl.write_atomic(
+    jsonl_io.write_atomic(
         out, (line for i in ranked for line in groups[i]), why="merge the parts into"
     )
     for part in parts:

@@ -221,6 +221,8 @@ TASKS: dict[str, Task] = {
     ),
     "free": Task("free", 1, (), None, ("id", "prompt"), _free_prompt, free_answer, grammar=False),
 }
+# The ``--task`` choices of ``logos sample`` and ``logos eval``, in this order.
+TASK_CHOICES = tuple(TASKS)
 
 
 def get_task(name: str) -> Task:
