@@ -69,9 +69,8 @@ def ours_runner(args, cfg, scan_layers: bool):
 
     from logos_jax.model import Decoder, init_params
     from logos_jax.sharding import MeshConfig, make_mesh
-    from logos_jax.train.config import OptimizerConfig
     from logos_jax.train.data import SyntheticSource
-    from logos_jax.train.optim import make_optimizer
+    from logos_jax.train.optim import OptimizerConfig, make_optimizer
     from logos_jax.train.step import (
         LossConfig,
         init_state,

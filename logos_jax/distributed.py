@@ -12,11 +12,11 @@ import dataclasses
 import os
 import sys
 import threading
-from typing import Protocol
 
 import jax
 
 from logos_jax.errors import LogosError
+from logos_jax.validate import check_fields, check_ranges
 
 ENV = {
     "coordinator": "LOGOS_COORDINATOR",
@@ -25,28 +25,40 @@ ENV = {
 }
 
 
-class Settings(Protocol):
-    """What ``initialize`` reads (``train.config.DistributedConfig`` is one)."""
-
-    enabled: bool
-    coordinator: str | None
-    num_processes: int | None
-    process_id: int | None
-    timeout_s: int
-
-
 @dataclasses.dataclass(frozen=True)
-class Options:
-    """Settings for a command without a config file (``logos sample --distributed``)."""
+class DistributedConfig:
+    """``jax.distributed.initialize`` settings; null fields come from the environment (TPU/SLURM).
+
+    The ``distributed:`` section of a train config, and ``logos sample --distributed``'s options.
+    """
 
     enabled: bool = False
-    coordinator: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    coordinator: str | None = None  # "host:port"; or env LOGOS_COORDINATOR
+    num_processes: int | None = None  # or env LOGOS_NUM_PROCESSES
+    process_id: int | None = None  # or env LOGOS_PROCESS_ID
     timeout_s: int = 300
 
+    def check(self, where: str) -> None:
+        """LogosError ``<where>: distributed.<field>=...`` for a field of the wrong type or out of
+        range."""
+        check_fields(self, where, "distributed.")
+        check_ranges(
+            where,
+            [
+                (self.timeout_s > 0, f"distributed.timeout_s={self.timeout_s} must be > 0"),
+                (
+                    self.num_processes is None or self.num_processes >= 1,
+                    f"distributed.num_processes={self.num_processes} must be >= 1",
+                ),
+                (
+                    self.process_id is None or self.process_id >= 0,
+                    f"distributed.process_id={self.process_id} must be >= 0",
+                ),
+            ],
+        )
 
-def resolve(cfg: Settings) -> dict[str, object]:
+
+def resolve(cfg: DistributedConfig) -> dict[str, object]:
     """The ``jax.distributed.initialize`` keyword arguments (None: let JAX detect them)."""
     coordinator = cfg.coordinator or os.environ.get(ENV["coordinator"])
     num = (
@@ -61,7 +73,9 @@ def resolve(cfg: Settings) -> dict[str, object]:
 
 
 def initialize(
-    cfg: Settings, command: str = "logos train", timeout_setting: str = "distributed.timeout_s"
+    cfg: DistributedConfig,
+    command: str = "logos train",
+    timeout_setting: str = "distributed.timeout_s",
 ) -> bool:
     """Join the multi-process job when enabled (or when LOGOS_COORDINATOR is set). True if joined.
 

@@ -4,8 +4,10 @@
   ``float``, ``bool``, ``str``, ``X | None``, ``dict[str, float]``, ``tuple[int, ...]``...), with the
   key in the message (``invalid train config: steps=2.5: expected an integer``). Booleans accept only
   booleans (``"false"`` or ``maybe`` are errors, never true); integers accept integral numbers only;
-  floats must be finite. Called from the config dataclasses' ``__post_init__`` (train sections,
-  ``ModelConfig``) and by the data-config reader; ``check_value`` checks one value the same way.
+  floats must be finite. Called from the config dataclasses' ``__post_init__`` (``TrainConfig``,
+  ``ModelConfig``), the train config sections' ``check(where)`` (``MeshConfig``,
+  ``OptimizerConfig``, ``DistributedConfig``, each in the module that uses it) and the data-config
+  reader; ``check_value`` checks one value the same way.
 * ``number(kind, ...)``: an argparse ``type=`` for CLI numbers with a range (``--num-samples 0``,
   ``--temperature nan``, ``--cutoff inf`` are one-line usage errors).
 * ``row_value(row, field, kind, where)``: one typed field of a decoded JSONL row (``null`` or a number

@@ -3,9 +3,11 @@
 import pytest
 
 from logos_jax.config import parse_overrides
+from logos_jax.distributed import DistributedConfig
 from logos_jax.errors import LogosError
 from logos_jax.sharding import MeshConfig, make_mesh
 from logos_jax.train.config import SECTIONS, TrainConfig, load_train_config
+from logos_jax.train.optim import OptimizerConfig
 
 
 def test_parse_overrides_reads_yaml_scalars_in_order():
@@ -43,3 +45,21 @@ def test_the_mesh_section_is_shardings_mesh_config():
         TrainConfig(run_dir="/tmp/x", mesh=MeshConfig(fsdp=0))
     with pytest.raises(LogosError, match="at most one mesh axis may be -1"):
         load_train_config("tiny", ["run_dir=/tmp/x", "mesh.data=-1"])
+
+
+def test_the_optimizer_and_distributed_sections_live_with_their_modules():
+    assert {
+        "optimizer": OptimizerConfig,
+        "mesh": MeshConfig,
+        "distributed": DistributedConfig,
+    } == SECTIONS
+    with pytest.raises(LogosError, match=r"^invalid train config: optimizer.lr=-1.0 must be > 0$"):
+        load_train_config("tiny", ["run_dir=/tmp/x", "optimizer.lr=-1"])
+    with pytest.raises(LogosError, match=r"^invalid train config: optimizer.b1=2.0 must be in"):
+        TrainConfig(run_dir="/tmp/x", optimizer=OptimizerConfig(b1=2.0))
+    with pytest.raises(
+        LogosError, match=r"^invalid train config: distributed.timeout_s=0 must be > 0$"
+    ):
+        TrainConfig(run_dir="/tmp/x", distributed=DistributedConfig(timeout_s=0))
+    with pytest.raises(LogosError, match=r"^invalid train config: optimizer.schedule='x' is not"):
+        load_train_config("tiny", ["run_dir=/tmp/x", "optimizer.schedule=x"])

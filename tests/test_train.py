@@ -73,8 +73,7 @@ def test_overrides_and_bad_keys():
 def test_decay_mask_and_schedule():
     from logos_jax.config import load_model_config
     from logos_jax.model import abstract_params
-    from logos_jax.train.config import OptimizerConfig
-    from logos_jax.train.optim import decay_mask, learning_rate_schedule
+    from logos_jax.train.optim import OptimizerConfig, decay_mask, learning_rate_schedule
 
     params = abstract_params(load_model_config("tiny").replace(tie_embeddings=False))
     mask = decay_mask(params, decay_embeddings=False)
@@ -102,8 +101,7 @@ def test_fused_update_equals_the_optax_chain(clip_norm):
 
     from logos_jax.config import load_model_config
     from logos_jax.model import init_params
-    from logos_jax.train.config import OptimizerConfig
-    from logos_jax.train.optim import decay_mask, make_optimizer
+    from logos_jax.train.optim import OptimizerConfig, decay_mask, make_optimizer
 
     cfg = OptimizerConfig(lr=1e-2, warmup_steps=2, clip_norm=clip_norm, weight_decay=0.3)
     ours, schedule = make_optimizer(cfg, 6)
@@ -147,8 +145,7 @@ def test_fused_update_keeps_float32_moments_with_bf16_gradients():
 
     from logos_jax.config import load_model_config
     from logos_jax.model import init_params
-    from logos_jax.train.config import OptimizerConfig
-    from logos_jax.train.optim import decay_mask, make_optimizer
+    from logos_jax.train.optim import OptimizerConfig, decay_mask, make_optimizer
 
     cfg = OptimizerConfig(lr=1e-2, warmup_steps=0, clip_norm=0.0, weight_decay=0.1)
     ours, schedule = make_optimizer(cfg, 8)
@@ -211,8 +208,7 @@ def test_logged_lr_follows_the_optimizer_count_after_skipped_steps():
     from logos_jax.config import load_model_config
     from logos_jax.model import Decoder, init_params
     from logos_jax.sharding import MeshConfig, make_mesh
-    from logos_jax.train.config import OptimizerConfig
-    from logos_jax.train.optim import make_optimizer
+    from logos_jax.train.optim import OptimizerConfig, make_optimizer
     from logos_jax.train.step import LossConfig, init_state, make_train_step, state_placement
 
     cfg = load_model_config("tiny").replace(**TINY)
@@ -426,9 +422,8 @@ def test_host_memory_flat_over_many_saves(tmp_path):
     from logos_jax.model import init_params
     from logos_jax.sharding import MeshConfig, make_mesh
     from logos_jax.train.checkpointing import TrainCheckpointer
-    from logos_jax.train.config import OptimizerConfig
     from logos_jax.train.data import SyntheticSource
-    from logos_jax.train.optim import make_optimizer
+    from logos_jax.train.optim import OptimizerConfig, make_optimizer
     from logos_jax.train.step import init_state, state_placement
 
     def rss_mb():

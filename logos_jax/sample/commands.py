@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise LogosError(f"--mesh {args.mesh!r}: expected three integers like 1,-1,1") from None
     _check_tokenizer_fits(args.ckpt, args.tokenizer)
-    options = distributed.Options(enabled=args.distributed, timeout_s=args.distributed_timeout)
+    options = distributed.DistributedConfig(
+        enabled=args.distributed, timeout_s=args.distributed_timeout
+    )
     replica = None
     joined = distributed.initialize(options, "logos sample", "--distributed-timeout")
     if joined and jax.process_count() > 1:  # one replica per host: its own slice and part file

@@ -16,102 +16,24 @@ from typing import Any
 import yaml
 
 from logos_jax.config import (
-    DTYPES,
     ModelConfig,
     find_preset,
     load_model_config,
     load_yaml,
     parse_overrides,
 )
+from logos_jax.distributed import DistributedConfig
 from logos_jax.errors import LogosError
 from logos_jax.files import atomic_write_text
 from logos_jax.model import REMAT_POLICIES
 from logos_jax.model.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from logos_jax.sharding import MeshConfig
+from logos_jax.train.optim import SCHEDULES, OptimizerConfig
 from logos_jax.validate import check_fields, check_ranges, check_value
 
-SCHEDULES = ("cosine", "wsd", "constant")
 NAN_POLICIES = ("stop", "skip")
 MODES = ("pretrain", "sft")
 WHERE = "invalid train config"
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    """AdamW with warmup then cosine / warmup-stable-decay (``wsd``) / constant learning rate."""
-
-    lr: float = 3e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio (cosine and wsd)
-    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    decay_embeddings: bool = False  # weight decay on embed_tokens / lm_head (norms never decay)
-    clip_norm: float = 1.0  # global-norm clipping; 0 disables
-    state_dtype: str = "float32"  # dtype of both Adam moments (whatever the params/grads dtype)
-    schedule_steps: int = (
-        0  # length of the lr schedule (0: the run's ``steps``); lets a run stop early
-    )
-
-    def __post_init__(self) -> None:
-        check_fields(self, WHERE, "optimizer.")
-        unit = {"min_lr_ratio": self.min_lr_ratio, "decay_fraction": self.decay_fraction}
-        check_ranges(
-            WHERE,
-            [
-                (self.lr > 0, f"optimizer.lr={self.lr} must be > 0"),
-                *[(0 <= v <= 1, f"optimizer.{k}={v} must be in [0, 1]") for k, v in unit.items()],
-                *[
-                    (0 <= v < 1, f"optimizer.{k}={v} must be in [0, 1)")
-                    for k, v in {"b1": self.b1, "b2": self.b2}.items()
-                ],
-                (self.eps > 0, f"optimizer.eps={self.eps} must be > 0"),
-                *[
-                    (v >= 0, f"optimizer.{k}={v} must be >= 0")
-                    for k, v in {
-                        "warmup_steps": self.warmup_steps,
-                        "weight_decay": self.weight_decay,
-                        "clip_norm": self.clip_norm,
-                        "schedule_steps": self.schedule_steps,
-                    }.items()
-                ],
-                (
-                    self.state_dtype in DTYPES,
-                    f"optimizer.state_dtype={self.state_dtype!r} is not one of {DTYPES}",
-                ),
-            ],
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class DistributedConfig:
-    """``jax.distributed.initialize`` settings; null fields come from the environment (TPU/SLURM)."""
-
-    enabled: bool = False
-    coordinator: str | None = None  # "host:port"; or env LOGOS_COORDINATOR
-    num_processes: int | None = None  # or env LOGOS_NUM_PROCESSES
-    process_id: int | None = None  # or env LOGOS_PROCESS_ID
-    timeout_s: int = 300
-
-    def __post_init__(self) -> None:
-        check_fields(self, WHERE, "distributed.")
-        check_ranges(
-            WHERE,
-            [
-                (self.timeout_s > 0, f"distributed.timeout_s={self.timeout_s} must be > 0"),
-                (
-                    self.num_processes is None or self.num_processes >= 1,
-                    f"distributed.num_processes={self.num_processes} must be >= 1",
-                ),
-                (
-                    self.process_id is None or self.process_id >= 0,
-                    f"distributed.process_id={self.process_id} must be >= 0",
-                ),
-            ],
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +81,11 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
+        # The sections live with their modules and check themselves only when asked.
+        self.optimizer.check(WHERE)
+        self.distributed.check(WHERE)
         check_fields(self, WHERE)
-        self.mesh.check(WHERE)  # sharding's class checks itself only when asked
+        self.mesh.check(WHERE)
         nonnegative = {
             "seed": self.seed,
             "data_workers": self.data_workers,

@@ -10,14 +10,70 @@ gradient tree (about 4x slower on CPU for a 110M model; see benchmarks/train.py)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from logos_jax.config import DTYPES
 from logos_jax.params import decays, role_of
-from logos_jax.train.config import OptimizerConfig
+from logos_jax.validate import check_fields, check_ranges
+
+SCHEDULES = ("cosine", "wsd", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with warmup then cosine / warmup-stable-decay (``wsd``) / constant learning rate."""
+
+    lr: float = 3e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio (cosine and wsd)
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    decay_embeddings: bool = False  # weight decay on embed_tokens / lm_head (norms never decay)
+    clip_norm: float = 1.0  # global-norm clipping; 0 disables
+    state_dtype: str = "float32"  # dtype of both Adam moments (whatever the params/grads dtype)
+    schedule_steps: int = (
+        0  # length of the lr schedule (0: the run's ``steps``); lets a run stop early
+    )
+
+    def check(self, where: str) -> None:
+        """LogosError ``<where>: optimizer.<field>=...`` for a field of the wrong type or out of range
+        (``schedule`` is checked by the train config, against ``SCHEDULES``)."""
+        check_fields(self, where, "optimizer.")
+        unit = {"min_lr_ratio": self.min_lr_ratio, "decay_fraction": self.decay_fraction}
+        check_ranges(
+            where,
+            [
+                (self.lr > 0, f"optimizer.lr={self.lr} must be > 0"),
+                *[(0 <= v <= 1, f"optimizer.{k}={v} must be in [0, 1]") for k, v in unit.items()],
+                *[
+                    (0 <= v < 1, f"optimizer.{k}={v} must be in [0, 1)")
+                    for k, v in {"b1": self.b1, "b2": self.b2}.items()
+                ],
+                (self.eps > 0, f"optimizer.eps={self.eps} must be > 0"),
+                *[
+                    (v >= 0, f"optimizer.{k}={v} must be >= 0")
+                    for k, v in {
+                        "warmup_steps": self.warmup_steps,
+                        "weight_decay": self.weight_decay,
+                        "clip_norm": self.clip_norm,
+                        "schedule_steps": self.schedule_steps,
+                    }.items()
+                ],
+                (
+                    self.state_dtype in DTYPES,
+                    f"optimizer.state_dtype={self.state_dtype!r} is not one of {DTYPES}",
+                ),
+            ],
+        )
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
