@@ -1,7 +1,7 @@
 """Model checkpoints on disk: ``model_config.yaml`` + an Orbax ``params/`` tree (+ tokenizer files),
 or a Hugging Face folder read directly.
 
-The Orbax layout is written by ``logos convert hf2jax`` (through ``convert.orbax_format``, without
+The Orbax format is written by ``logos convert hf2jax`` (through ``convert.orbax_format``, without
 JAX) and by ``save_model``, and read by training (``init_from``), sampling and ``jax2hf``. A training
 run directory is accepted too: its latest committed step's ``params`` item is used. Restores always
 go through an explicit abstract target from the parameter table, so a checkpoint saved on one mesh
@@ -9,10 +9,10 @@ loads onto any other (each device reads only its shards).
 
 An HF folder (``config.json`` + safetensors) loads without converting: every tensor is memory-mapped
 and each device's shard is read from it and placed on its device, one shard at a time (never the
-whole model on one device or in host memory). Its tensors are in the table's layout, so the result is
+whole model on one device or in host memory). Its tensors are in the table's axis order, so the result is
 bit-identical to loading its ``hf2jax`` conversion.
 
-Checkpoints written before the table adopted the HF layout (``FORMAT_VERSION`` 1: Linear ``kernel``
+Checkpoints written before the table adopted the HF axis order (``FORMAT_VERSION`` 1: Linear ``kernel``
 leaves ``[in, out]``) are recognised by those leaves and transposed on the device when loaded.
 """
 
@@ -31,7 +31,7 @@ from logos_jax.config import ModelConfig, load_model_config, save_model_config
 from logos_jax.convert.hf_folder import checked_tensors, hf_config, is_hf_folder
 from logos_jax.convert.safetensors_io import map_tensor
 from logos_jax.errors import LogosError
-from logos_jax.model import abstract_params, to_layer_layout
+from logos_jax.model import abstract_params, to_layer_stacking
 from logos_jax.model_folder import (
     MODEL_CONFIG,
     PARAMS,
@@ -41,7 +41,7 @@ from logos_jax.model_folder import (
 from logos_jax.params import layer_path, param_table, role_of, set_path
 from logos_jax.sharding import DEFAULT_RULES, Rules
 
-# 2: Linear weights ``[out, in]`` (HF's layout) named ``weight``; 1: ``kernel`` leaves ``[in, out]``.
+# 2: Linear weights ``[out, in]`` (HF's axis order) named ``weight``; 1: ``kernel`` leaves ``[in, out]``.
 FORMAT_VERSION = 2
 _LEGACY_LEAF = "kernel"
 
@@ -103,7 +103,7 @@ def _transposed(struct: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
 
 def _restore_legacy(path: Path, target: Any) -> Any:
     """Restore a format-1 tree (``kernel`` leaves ``[in, out]``) onto ``target`` (format 2): each
-    such leaf is read in its stored layout and transposed on its devices, one at a time."""
+    such leaf is read in its stored axis order and transposed on its devices, one at a time."""
     flat = jax.tree_util.tree_flatten_with_path(target)[0]
     legacy: dict = {}
     renamed = {}
@@ -233,8 +233,8 @@ def load_model(
     """Load (config, params) directly sharded onto ``mesh`` (default: a 1-device mesh on device 0)
     from a model folder, a run dir or a Hugging Face folder.
 
-    Params come in the stacked layout (``scan_layers``) or the per-layer one, whichever the
-    checkpoint holds; ``param_dtype`` overrides the stored dtype.
+    Params come stacked (``scan_layers``) or per layer, whichever the checkpoint holds (restacked
+    by ``to_layer_stacking`` if need be); ``param_dtype`` overrides the stored dtype.
     """
     from logos_jax.sharding import MeshConfig, make_mesh
 
@@ -251,4 +251,4 @@ def load_model(
         params = _restore_legacy(params_dir, target)
     else:
         params = restore_params(params_dir, target)
-    return config, to_layer_layout(params, config, mesh, scan_layers=scan_layers, rules=rules)
+    return config, to_layer_stacking(params, config, mesh, scan_layers=scan_layers, rules=rules)

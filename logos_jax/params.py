@@ -2,11 +2,11 @@
 
 One ``ParamInfo`` per tensor: its path in the params tree, its Hugging Face name, its shape (from the
 config), dtype, logical axes (see ``logos_jax.sharding``), initialiser and role. Tensors are stored
-in the layout of the HF files (Linear weights ``[out, in]``), so a checkpoint converts by copying
+in the HF files' axis order (Linear weights ``[out, in]``), so a checkpoint converts by copying
 bytes. Everything else is derived from this table: the abstract restore target and the shardings
 (``logos_jax.model``), ``init_params``, the HF name map in both directions (``hf_tensors``,
 ``from_hf_name``), the weight-decay mask (``decays``), the LM head (``head_path``), the vocabulary
-resize (``vocab_paths``) and the stacked / per-layer relayout (``per_layer``). The KV pages' logical
+resize (``vocab_paths``) and the stacked / per-layer restacking (``per_layer``). The KV pages' logical
 axes (``PAGE_AXES``) live here too.
 
 Per-layer tensors are stacked along a leading ``layers`` axis under ``layers`` (``scan_layers``), or
@@ -39,7 +39,7 @@ class ParamInfo:
     """One tensor. ``dims`` name its dimensions (keys of ``sizes``), in the order of both the HF
     file and the params tree; ``axes`` are their logical axes; ``shape`` is one layer's."""
 
-    path: tuple[str, ...]  # stacked layout: ("layers", "self_attn", "q_proj", "weight")
+    path: tuple[str, ...]  # stacked tree: ("layers", "self_attn", "q_proj", "weight")
     hf_name: str  # "model.layers.{i}.self_attn.q_proj.weight" ({i}: layer index)
     dims: tuple[str, ...]
     axes: tuple[str | None, ...]
@@ -129,7 +129,7 @@ def _axes(dims: tuple[str, ...], role: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=64)
 def param_table(config: ModelConfig) -> dict[tuple[str, ...], ParamInfo]:
-    """Every tensor of ``config``'s model, by path (stacked layout), in a fixed order."""
+    """Every tensor of ``config``'s model, by path (stacked tree), in a fixed order."""
     entries = _ENTRIES + (_QK_NORM if config.qk_norm else ())
     entries += () if config.tie_embeddings else (_LM_HEAD,)
     dims = sizes(config)
@@ -161,7 +161,7 @@ def stacked_path(path: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def info_at(config_or_table: Any, path: tuple[str, ...]) -> ParamInfo:
-    """The entry of a tree path (either layout)."""
+    """The entry of a tree path (stacked or per-layer)."""
     table = config_or_table
     if isinstance(config_or_table, ModelConfig):
         table = param_table(config_or_table)
@@ -201,7 +201,7 @@ _ROLES = {path: role for path, _, _, role in (*_ENTRIES, *_QK_NORM, _LM_HEAD)}
 
 
 def role_of(path: tuple[str, ...]) -> str:
-    """The role of the tensor at a tree path (either layout; any config: roles follow paths)."""
+    """The role of the tensor at a tree path (stacked or per-layer; any config: roles follow paths)."""
     return _ROLES[stacked_path(path)]
 
 
@@ -225,7 +225,7 @@ def set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
 
 
 def build_tree(config: ModelConfig, leaf: Any, scan_layers: bool = True) -> dict:
-    """A params-shaped tree of ``leaf(info, shape, axes)`` in either layout (the one builder every
+    """A params-shaped tree of ``leaf(info, shape, axes)``, stacked or per-layer (the one builder every
     derived tree goes through: abstract params, shardings, logical axes)."""
     tree: dict = {}
     for path, info in param_table(config).items():
@@ -240,7 +240,7 @@ def build_tree(config: ModelConfig, leaf: Any, scan_layers: bool = True) -> dict
 
 def hf_view(tree: dict, info: ParamInfo, layer: int | None) -> Any:
     """One HF tensor of ``info`` read from a stacked params-shaped ``tree`` (params, grads): its
-    layer's slice of the stacked leaf, as a host array (no transpose: the layouts are the same)."""
+    layer's slice of the stacked leaf, as a host array (no transpose: the axis orders are the same)."""
     import numpy as np
 
     leaf = get_path(tree, info.path)

@@ -62,7 +62,7 @@ def test_splash_kernel_equals_xla_in_values_and_gradients():
 
 
 def test_cudnn_argument_path_equals_xla():
-    """The GPU path's call (GQA in the [b, s, h, d] layout, causal flag + segment mask) with
+    """The GPU path's call (GQA in the [b, s, h, d] axis order, causal flag + segment mask) with
     jax.nn's XLA implementation, the same arguments cuDNN receives on a GPU."""
     q, k, v, seg = packed_inputs(seq=128)
     ref = values_and_grads(lambda *a: XLA(*a, jnp.float32), q, k, v, seg)

@@ -158,7 +158,7 @@ def test_unsupported_architecture():
         ModelConfig.from_hf(qwen_moe)
 
 
-def test_transformers4_and_5_config_layouts():
+def test_transformers4_and_5_config_formats():
     base = {
         "architectures": ["LlamaForCausalLM"],
         "vocab_size": 128256,

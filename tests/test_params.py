@@ -1,6 +1,6 @@
 """The parameter table (``logos_jax.params``): it covers every tensor of the presets, its HF map
 round-trips, everything derived from it agrees, and HF folders load directly (bit-identical to
-their conversion; old-layout checkpoints still load)."""
+their conversion; old-format checkpoints still load)."""
 
 from __future__ import annotations
 
@@ -133,8 +133,8 @@ def test_hf_folder_loads_like_its_conversion(hf_and_converted, scan):
     jax.tree.map(np.testing.assert_array_equal, up, up_ref)
 
 
-def test_legacy_kernel_layout_still_loads(tmp_path):
-    """A checkpoint written before the HF layout (``kernel`` leaves ``[in, out]``) loads transposed;
+def test_legacy_kernel_format_still_loads(tmp_path):
+    """A checkpoint written before the HF axis order (``kernel`` leaves ``[in, out]``) loads transposed;
     a training run holding one is refused for resume with a clear message."""
     from logos_jax.config import save_model_config
     from logos_jax.model_folder import MODEL_CONFIG

@@ -1,6 +1,6 @@
 """Hugging Face folder -> logos model folder (Orbax params + model config + tokenizer files).
 
-The parameter table (``logos_jax.params``) keeps every tensor in the layout of the HF files, so
+The parameter table (``logos_jax.params``) keeps every tensor in the HF files' axis order, so
 converting is a copy: each tensor goes straight from the (memory-mapped) safetensors files to its
 place in its checkpoint file (``convert.orbax_format``; a layer's tensor is one chunk of its stacked
 parameter), one band at a time: ``pread`` into a reused aligned buffer, then an ``O_DIRECT`` write, on

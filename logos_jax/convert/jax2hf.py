@@ -1,6 +1,6 @@
 """logos model folder (or training run) -> Hugging Face folder loadable by transformers 5.
 
-Writes ``config.json`` (transformers-5 layout), safetensors shards + ``model.safetensors.index.json``
+Writes ``config.json`` (transformers-5 format), safetensors shards + ``model.safetensors.index.json``
 (a single ``model.safetensors`` when it fits one shard), and the tokenizer files. Bytes are copied
 unchanged, so HF -> JAX -> HF is bit-identical.
 """

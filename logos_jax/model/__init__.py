@@ -24,7 +24,7 @@ __all__ = [
     "logical_axes",
     "param_shardings",
     "stack_layers",
-    "to_layer_layout",
+    "to_layer_stacking",
     "unstack_layers",
 ]
 
@@ -70,7 +70,7 @@ def init_params(
     scan_layers: bool = True,
 ) -> Any:
     """Random parameters from the table's initialisers, created directly in their shards (never
-    whole on one device). The values do not depend on ``scan_layers`` (only the tree layout does)."""
+    whole on one device). The values do not depend on ``scan_layers`` (only the tree's stacking does)."""
 
     def init(key):
         params: dict = {}
@@ -103,15 +103,15 @@ def stack_layers(params: dict, num_layers: int) -> dict:
     return out
 
 
-def to_layer_layout(
+def to_layer_stacking(
     params: dict,
     config: ModelConfig,
     mesh: Mesh,
     scan_layers: bool,
     rules: Rules = DEFAULT_RULES,
 ) -> dict:
-    """``params`` (either layout) in the stacked (``scan_layers``) or per-layer one, sharded on
-    ``mesh``. Only the blocks are copied into the new layout; the other leaves pass through as
+    """``params`` (stacked or per-layer) restacked into the stacked (``scan_layers``) or per-layer
+    tree, sharded on ``mesh``. Only the blocks are copied into the new stacking; the other leaves pass through as
     they are (no buffer is donated: stacked and per-layer leaves differ in shape, so XLA could
     reuse none of them)."""
     if ("layers" in params) == scan_layers:

@@ -234,7 +234,7 @@ class AttentionKernel:
 class PagedKV:
     """Every layer's keys and values in fixed-size pages, plus one model call's page addressing.
 
-    k, v: one array per layer, ``[kv_heads, pages, page_size, head_dim]`` (the layout of the Pallas
+    k, v: one array per layer, ``[kv_heads, pages, page_size, head_dim]`` (the axis order of the Pallas
     paged-attention kernels); page 0 is scratch (padding tokens and idle rows write there; nothing
     reads it unmasked). For the call's tokens ``[batch, seq]``: ``write_page`` / ``write_offset``
     say where each new key/value goes, ``positions`` are the tokens' positions in their sequence (a

@@ -1,7 +1,7 @@
 """Decoder building blocks: RMSNorm, GQA attention (segment ids or KV pages, optional q/k norm), SwiGLU MLP.
 
 Parameters are those of the table in ``logos_jax.params`` (which also creates them): the Hugging Face
-layout, so ``q_proj.weight`` is HF's ``[heads * head_dim, hidden]`` (``y = x @ weight.T``), the query
+axis order, so ``q_proj.weight`` is HF's ``[heads * head_dim, hidden]`` (``y = x @ weight.T``), the query
 is unscaled, RoPE is the half rotation. Modules only read their parameters (``table_param``).
 """
 
@@ -51,7 +51,7 @@ class RMSNorm(nn.Module):
 
 
 def linear(x: jnp.ndarray, weight: jnp.ndarray, **kwargs: Any) -> jnp.ndarray:
-    """``x [..., in] @ weight.T`` for ``weight [out, in]`` (HF's layout) -> ``[..., out]``, as one
+    """``x [..., in] @ weight.T`` for ``weight [out, in]`` (HF's axis order) -> ``[..., out]``, as one
     2-D dot contracting both operands' last axes (no transposed copy of the weight)."""
     dims = (((1,), (1,)), ((), ()))
     out = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), weight, dims, **kwargs)

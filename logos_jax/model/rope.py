@@ -1,4 +1,4 @@
-"""Rotary position embeddings in the Hugging Face layout (half rotation), with "llama3" scaling.
+"""Rotary position embeddings in the Hugging Face convention (half rotation), with "llama3" scaling.
 
 Frequencies are computed in float32 exactly as transformers does (``_compute_llama3_parameters``), so
 logits agree far past the original context (e.g. position 30,000 with Llama-3.2's factor 32).
