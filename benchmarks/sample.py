@@ -605,11 +605,17 @@ def spawn(method: str, config: str, args: argparse.Namespace, seed: int, warm: b
     cmd += (
         ["--seed", str(seed)] + (["--warm"] if warm else []) + (["--quick"] if args.quick else [])
     )
+    return run_child(cmd, Path(args.workdir), f"{method} / {config}")
+
+
+def run_child(cmd: list[str], workdir: Path, label: str) -> dict:
+    """Run a measured child process (the compilation cache in ``workdir/xla-cache``, as ``logos
+    sample`` keeps one); its last stdout line as JSON, plus ``wall_s`` (spawn to ``done_at``)."""
     start = time.time()
-    env = dict(os.environ, LOGOS_COMPILE_CACHE=str(Path(args.workdir) / "xla-cache"))
+    env = dict(os.environ, LOGOS_COMPILE_CACHE=str(workdir / "xla-cache"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
-        raise SystemExit(f"{method} / {config} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{label} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_s"] = result["done_at"] - start
     return result

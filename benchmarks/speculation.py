@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +55,7 @@ from sample import (  # noqa: E402
     pocket_examples,
     residue_tokenizer,
     retro_examples,
+    run_child,
     tiny_config,
     train_tiny,
 )
@@ -181,14 +181,7 @@ def spawn(method: str, args: argparse.Namespace, seed: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run", method, "--seed", str(seed)]
     for name in ("workdir", "samples", "new_tokens", "slots", "train_steps", "draft", "inputs"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    start = time.time()
-    env = dict(os.environ, LOGOS_COMPILE_CACHE=str(Path(args.workdir) / "xla-cache"))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        raise SystemExit(f"{method} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = result["done_at"] - start
-    return result
+    return run_child(cmd, Path(args.workdir), method)
 
 
 def drive(args: argparse.Namespace) -> None:

@@ -290,7 +290,6 @@ class Engine:
             p.decode, donate_argnums=1, static_argnames=("steps", "draft_len")
         )
         self.compiled_shapes: set[tuple] = set()
-        self._decoded: set[tuple] = set()  # decode programs already run (compiled)
         self._programs: dict[tuple, Any] = {}
 
     def program(self, key: tuple, make: Any) -> Any:
@@ -449,9 +448,8 @@ class Engine:
             table = self._page_table(rows)
             pending = bool(waiting or open_prompts)
             refill_at = max(1, self.num_slots // 8) if pending else self.num_slots + 1
+            compiles = ("decode", self.draft_len) not in self.compiled_shapes
             self.compiled_shapes.add(("decode", self.draft_len))
-            compiles = ("decode", self.draft_len) not in self._decoded
-            self._decoded.add(("decode", self.draft_len))
             started = time.perf_counter()
             self.state = self._decode_program(
                 self.params,

@@ -203,8 +203,8 @@ class ProteinCopy:
         zero = np.asarray(0, np.int32)
         copy = np.full((self.max_residues + 2,), -1, np.int32)
         token_at = np.full((self.max_residues + 1,), -1, np.int32)
-        if self._spells(sequence, tokens):
-            letters = np.asarray(self.residue_len)[np.asarray(tokens, np.int64)]
+        letters = self._letters(sequence, tokens)
+        if letters is not None:
             starts = np.concatenate([[0], np.cumsum(letters)])
             copy[: len(tokens)] = tokens
             token_at[starts] = np.arange(len(tokens) + 1)
@@ -220,17 +220,18 @@ class ProteinCopy:
             "token_at": token_at,
         }
 
-    def _spells(self, sequence: str, tokens: Sequence[int]) -> bool:
-        """Whether ``tokens`` are residue tokens whose letters, in order, are ``sequence``."""
+    def _letters(self, sequence: str, tokens: Sequence[int]) -> np.ndarray | None:
+        """Each token's letter count when ``tokens`` are residue tokens whose letters, in order,
+        are ``sequence``; else None."""
         if not len(tokens) or len(tokens) > self.max_residues:
-            return False
+            return None
         ids = np.asarray(self.residue_ids)
         rows = np.searchsorted(ids, tokens)
         if np.any(rows >= len(ids)) or np.any(ids[np.minimum(rows, len(ids) - 1)] != tokens):
-            return False
-        chars = np.asarray(self.residue_chars)[rows]
+            return None
+        chars = np.asarray(self.residue_chars)[rows]  # [tokens, width], 0-padded
         text = "".join(chr(c) for row in chars for c in row if c)
-        return text == sequence
+        return np.count_nonzero(chars, axis=1) if text == sequence else None
 
     def draft(self, state: dict[str, jax.Array], k: int) -> jax.Array:
         """``[rows, k]`` the answer's next ``k`` tokens if it goes on as it is going (-1 = none).
