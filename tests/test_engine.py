@@ -183,3 +183,27 @@ def test_engine_with_the_pallas_kernel_decodes_like_the_xla_path(params):
     for a, b in zip(*results, strict=True):
         assert a[0].tokens.tolist() == b[0].tokens.tolist()
         np.testing.assert_allclose(a[0].logprobs, b[0].logprobs, atol=1e-4)
+
+
+def test_decode_weights_are_laid_out_once_and_shared(params):
+    """The engine reads its kernels ``[in, out]`` (``kernels_to_in_out``): the same logits as the
+    table's ``[out, in]``, and an engine built from another's ``weights`` reuses them (no second
+    relayout, which would transpose them back) and decodes the same tokens."""
+    tokens = jnp.asarray([[5, 9, 2, 7, 3]])
+    positions = jnp.arange(5)[None]
+    table_logits, _ = Decoder(CFG).apply({"params": params}, tokens, positions)
+    first = make_engine(params, sampling=SAMPLED, num_slots=4)
+    in_out = Decoder(CFG, scan_layers=False, kernels_in_out=True)
+    engine_logits, _ = in_out.apply({"params": first.params}, tokens, positions)
+    np.testing.assert_allclose(engine_logits, table_logits, rtol=1e-5, atol=1e-5)
+    gate = first.params["layers_0"]["mlp"]["gate_proj"]["weight"]
+    assert gate.shape == (CFG.hidden_size, CFG.intermediate_size)  # the table's is [out, in]
+
+    second = make_engine(first.weights, sampling=SAMPLED, num_slots=3)
+    assert second.weights is first.weights
+    requests = [Request([4, 8, 15, 16], 5, seed=3), Request([23, 42], 4, seed=4)]
+    expect = run(first, requests)
+    got = run(second, requests)
+    assert [[c.tokens.tolist() for c in r] for r in got] == [
+        [c.tokens.tolist() for c in r] for r in expect
+    ]

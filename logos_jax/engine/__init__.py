@@ -6,6 +6,6 @@ beam search on the same pages. ``logos_jax.sample.Sampler`` is the list-in, list
 """
 
 from logos_jax.engine.beam import beam_search
-from logos_jax.engine.engine import Completion, Engine, Request
+from logos_jax.engine.engine import Completion, DecodeWeights, Engine, Request
 
-__all__ = ["Completion", "Engine", "Request", "beam_search"]
+__all__ = ["Completion", "DecodeWeights", "Engine", "Request", "beam_search"]

@@ -63,7 +63,9 @@ class Programs:
 
     @property
     def model(self) -> Decoder:
-        return Decoder(self.config, mesh=self.mesh, rules=self.rules, scan_layers=False)
+        return Decoder(
+            self.config, mesh=self.mesh, rules=self.rules, scan_layers=False, kernels_in_out=True
+        )
 
     # ----- sharding (no-ops without a mesh) -----
     def constrain(self, x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:

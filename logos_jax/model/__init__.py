@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from logos_jax.config import ModelConfig
 from logos_jax.model.attention import PagedKV
 from logos_jax.model.decoder import REMAT_POLICIES, Decoder
-from logos_jax.params import INIT_STDDEV, build_tree, param_table, set_path
+from logos_jax.params import INIT_STDDEV, build_tree, param_table, role_of, set_path
 from logos_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "PagedKV",
     "abstract_params",
     "init_params",
+    "kernels_to_in_out",
     "logical_axes",
     "param_shardings",
     "stack_layers",
@@ -93,6 +94,17 @@ def unstack_layers(params: dict, num_layers: int) -> dict:
     for i in range(num_layers):
         out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
     return out
+
+
+def kernels_to_in_out(params: dict) -> dict:
+    """The blocks' linear kernels (table role ``kernel``) from ``[..., out, in]`` to ``[..., in, out]``,
+    every other leaf as it is: the tree ``Decoder(kernels_in_out=True)`` reads."""
+
+    def relayout(path: tuple, leaf: jax.Array) -> jax.Array:
+        kernel = role_of(tuple(key.key for key in path)) == "kernel"
+        return jnp.swapaxes(leaf, -1, -2) if kernel else leaf
+
+    return jax.tree_util.tree_map_with_path(relayout, params)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:

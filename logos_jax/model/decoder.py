@@ -35,6 +35,7 @@ class Block(nn.Module):
 
     config: ModelConfig
     kernel: AttentionKernel = AttentionKernel()
+    kernels_in_out: bool = False
 
     @nn.compact
     def __call__(self, carry, cos, sin, segment_ids, layer):
@@ -42,12 +43,12 @@ class Block(nn.Module):
         cfg = self.config
         dtype = dtype_of(cfg.compute_dtype)
         h = RMSNorm(cfg.norm_eps, dtype, name="input_layernorm")(x)
-        attn, kv = Attention(cfg, self.kernel, name="self_attn")(
+        attn, kv = Attention(cfg, self.kernel, self.kernels_in_out, name="self_attn")(
             h, cos, sin, segment_ids, kv, layer
         )
         x = x + attn
         h = RMSNorm(cfg.norm_eps, dtype, name="post_attention_layernorm")(x)
-        return (x + MLP(cfg, name="mlp")(h), kv), None
+        return (x + MLP(cfg, self.kernels_in_out, name="mlp")(h), kv), None
 
 
 class Weight(nn.Module):
@@ -62,7 +63,9 @@ class Weight(nn.Module):
 
 class Decoder(nn.Module):
     """Causal LM. ``mesh`` (optional) adds activation sharding constraints from ``rules``;
-    ``attention`` picks the training / prefill attention kernel (``attention.IMPLEMENTATIONS``)."""
+    ``attention`` picks the training / prefill attention kernel (``attention.IMPLEMENTATIONS``);
+    ``kernels_in_out``: the blocks' linear kernels are ``[in, out]`` (see ``kernels_to_in_out``),
+    not the table's ``[out, in]``."""
 
     config: ModelConfig
     remat_policy: str = "none"
@@ -70,6 +73,7 @@ class Decoder(nn.Module):
     rules: Rules = DEFAULT_RULES
     scan_layers: bool = True
     attention: str = "xla"
+    kernels_in_out: bool = False
 
     def _constrain(self, x: jnp.ndarray, axes: tuple[str | None, ...]) -> jnp.ndarray:
         return constrain(x, axes, self.mesh, self.rules)
@@ -117,11 +121,11 @@ class Decoder(nn.Module):
                 split_rngs={"params": True},
                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                 length=cfg.num_layers,
-            )(cfg, kernel, name="layers")
+            )(cfg, kernel, self.kernels_in_out, name="layers")
             (x, kv), _ = blocks((x, kv), cos, sin, segment_ids, layer_ids)
         else:
             for i in range(cfg.num_layers):
-                layer = block(cfg, kernel, name=f"layers_{i}")
+                layer = block(cfg, kernel, self.kernels_in_out, name=f"layers_{i}")
                 (x, kv), _ = layer((x, kv), cos, sin, segment_ids, i)
         x = RMSNorm(cfg.norm_eps, dtype, name="norm")(x)
 

@@ -69,7 +69,7 @@ class Sampler:
         key = id(constraint)
         if key not in self._engines:
             engine = Engine(self.config, self.params, constraint=constraint, **self.options)
-            self.params = engine.params  # keep one copy of the (per-layer) weights
+            self.params = engine.weights  # one copy of the decode weights, shared by every engine
             self._engines[key] = engine
         return self._engines[key]
 
