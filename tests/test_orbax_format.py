@@ -143,20 +143,25 @@ def _synthetic_hf(folder, stored):
     return config, tensors
 
 
-def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("direct_io", [False, True])
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch, direct_io):
     """A full disk mid-conversion: a clear error, no output folder, no temporary folder left."""
     _synthetic_hf(tmp_path / "hf", ml_dtypes.bfloat16)
-    write, calls = ArrayFile.write, []
+    calls = []
 
-    def fill_disk(self, data, offset):
-        calls.append(offset)
-        if len(calls) == 20:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        write(self, data, offset)
+    def filling(method):
+        def fill_disk(self, *args):
+            calls.append(args)
+            if len(calls) == 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            method(self, *args)
 
-    monkeypatch.setattr(ArrayFile, "write", fill_disk)
+        return fill_disk
+
+    monkeypatch.setattr(ArrayFile, "write", filling(ArrayFile.write))
+    monkeypatch.setattr(ArrayFile, "copy_from", filling(ArrayFile.copy_from))
     with pytest.raises(LogosError, match="cannot write the checkpoint .*No space left"):
-        hf_to_jax(tmp_path / "hf", tmp_path / "jax", progress=False)
+        hf_to_jax(tmp_path / "hf", tmp_path / "jax", progress=False, direct_io=direct_io)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 

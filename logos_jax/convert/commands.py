@@ -13,9 +13,7 @@ from pathlib import Path
 def _hf2jax(args: argparse.Namespace) -> int:
     from logos_jax.convert.hf2jax import hf_to_jax
 
-    out = hf_to_jax(
-        args.hf_dir, args.out_dir, add_tags=args.add_tags, direct_io=not args.buffered_io
-    )
+    out = hf_to_jax(args.hf_dir, args.out_dir, add_tags=args.add_tags, direct_io=args.direct_io)
     print(f"wrote {out}")
     return 0
 
@@ -37,8 +35,8 @@ def register(parser: argparse.ArgumentParser) -> None:
             "Convert a Hugging Face LlamaForCausalLM / Qwen3ForCausalLM folder (single or sharded "
             "safetensors, fp32/bf16/fp16) into a logos model folder: model_config.yaml, an Orbax "
             "params/ checkpoint and the tokenizer files. Tensors are read one at a time in their "
-            "own dtype and written straight to disk (O_DIRECT where the file system has it); "
-            "the output appears only once complete."
+            "own dtype and copied in the kernel, as cp copies files (--direct-io: straight to "
+            "disk instead); the output appears only once complete."
         ),
     )
     hf2jax.add_argument("hf_dir", type=Path, help="Hugging Face model folder")
@@ -50,10 +48,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "of the existing rows): the start of continued pretraining from a base checkpoint",
     )
     hf2jax.add_argument(
-        "--buffered-io",
+        "--direct-io",
         action="store_true",
-        help="write through the page cache instead of O_DIRECT (faster only when the machine has "
-        "free RAM for the whole output and a slow disk)",
+        help="write with O_DIRECT, bypassing the page cache (slower when the machine has free RAM; "
+        "converting a model larger than it then neither evicts the page cache nor waits on "
+        "dirty-page throttling)",
     )
     hf2jax.set_defaults(func=_hf2jax)
     jax2hf = sub.add_parser(
