@@ -1,4 +1,5 @@
-"""Resumable JSONL output: whole inputs appended at once, torn or partial inputs dropped on resume.
+"""JSON lines: the one reader of JSONL files (``json_objects``, ``read_rows``), and resumable JSONL
+output: whole inputs appended at once, torn or partial inputs dropped on resume.
 
 All rows of one input (its samples) are written with one ``write`` + ``fsync``; each row carries
 ``group_size``, the number of rows of its input. A job killed mid-write can leave a torn last line or
@@ -18,7 +19,37 @@ from typing import Any
 
 from logos_jax.errors import LogosError
 from logos_jax.files import atomic_open
+from logos_jax.raw_text import NOT_TEXT
 from logos_jax.validate import text_lines
+
+NOT_AN_OBJECT = "not a JSON object"
+
+
+def _decoded(path: Path) -> Iterator[tuple[int, Any | None, str, str | None]]:
+    """``(line number, value, raw line, problem)`` for every non-blank line of ``path``: the
+    decoded JSON value, or None and why (``NOT_TEXT``, or ``not valid JSON (...)``)."""
+    for number, line in text_lines(path):
+        if line is None:
+            yield number, None, "", NOT_TEXT
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), line, None
+        except json.JSONDecodeError as err:
+            yield number, None, line, f"not valid JSON ({err})"
+        except RecursionError:
+            yield number, None, line, "not valid JSON (nested too deeply)"
+
+
+def json_objects(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """``(line number, object, None)`` for every non-blank line of ``path`` holding a JSON object;
+    ``(line number, None, problem)`` for the others: ``NOT_TEXT``, ``not valid JSON (...)`` or
+    ``NOT_AN_OBJECT``. A missing or unreadable file is a LogosError naming it."""
+    for number, value, _, problem in _decoded(path):
+        if problem is None and not isinstance(value, dict):
+            problem = NOT_AN_OBJECT
+        yield number, None if problem else value, problem
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, Any | None, str]]:
@@ -27,16 +58,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, Any | None, str]]:
     A line that is not JSON, or not UTF-8 text (binary data, or a write torn inside a multi-byte
     character by a full disk: its raw line is then ``""``), gives None.
     """
-    for number, line in text_lines(path):
-        if line is None:
-            yield number, None, ""
-            continue
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line), line
-        except (json.JSONDecodeError, RecursionError):
-            yield number, None, line
+    for number, value, line, _ in _decoded(path):
+        yield number, value, line
 
 
 def _int(value: Any) -> int | None:

@@ -72,7 +72,7 @@ def test_cli_skips_bad_rows_and_resumes_without_duplicates(tiny, tmp_path, capsy
         if "skipped: " in line
     }
     assert sorted(reported) == [2, 3, 4, 5]
-    assert reported[2] == "not valid JSON"
+    assert reported[2].startswith("not valid JSON (")
     assert "missing field 'test_input'" in reported[3]
     assert "unknown tag <Bogus>" in reported[4]
     assert "exceeds the model context of 80" in reported[5]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from logos_jax.errors import LogosError
+from logos_jax.jsonl_io import json_objects
 from logos_jax.raw_text import NOT_TEXT, CsvRows, fasta_records
 from logos_jax.validate import text_lines
 
@@ -85,22 +86,8 @@ def _csv(path: Path, *, template: str | None = None, **_: Any) -> Iterator[RawRe
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
-    for n, line in text_lines(path):
-        key = f"{path.name}:{n}"
-        if line is None:
-            yield key, None, NOT_TEXT
-            continue
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as err:
-            yield key, None, f"not valid JSON: {err}"
-            continue
-        if isinstance(row, dict):
-            yield key, row, None
-        else:
-            yield key, None, "a JSON line must hold an object"
+    for n, row, problem in json_objects(path):
+        yield f"{path.name}:{n}", row, problem
 
 
 def _jsonl(

@@ -19,7 +19,6 @@ other tools score the same way. Every fraction is in [0, 1]; counts come alongsi
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections import defaultdict
@@ -31,6 +30,7 @@ from logos_jax.errors import LogosError
 from logos_jax.grammar import annotated_protein, parse
 from logos_jax.grammar.chem import canonical_smiles, has_rdkit
 from logos_jax.grammar.parse import retro_reactants
+from logos_jax.jsonl_io import json_objects
 from logos_jax.tasks import TASKS
 from logos_jax.validate import bad_bytes, row_value, text_lines
 
@@ -136,19 +136,11 @@ def _text_lines(path: Path):
 def _json_lines(path: Path):
     """``(line number, decoded JSON row)`` for every line of ``path`` that is a JSON object; bad
     bytes, JSON errors and other values are skipped with a warning."""
-    for number, line in _text_lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            _skip(path, number, f"not JSON ({err.msg})")
-            continue
-        except RecursionError:
-            _skip(path, number, "not JSON (nested too deeply)")
-            continue
-        if not isinstance(row, dict):
-            _skip(path, number, "not a JSON object")
-            continue
-        yield number, row
+    for number, row, problem in json_objects(path):
+        if problem:
+            _skip(path, number, problem)
+        else:
+            yield number, row
 
 
 def _answer(task: str, row: dict[str, Any]) -> tuple[dict[str, Any], bool | None, bool | None]:

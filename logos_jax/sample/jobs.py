@@ -89,10 +89,10 @@ def read_inputs(
         raise LogosError(f"{input_path}: input file not found")
     out: list[tuple[Prompt, int | None, int]] = []
     seen: set[str] = set()
-    for line, row, _ in jsonl_io.read_rows(Path(input_path)):
+    for line, row, problem in jsonl_io.json_objects(Path(input_path)):
         try:
-            if row is None:
-                raise BadRow("not valid JSON")
+            if problem:
+                raise BadRow(problem)
             prompt = task.prompt(row, line)
             if prompt.id in seen:
                 raise BadRow(f"duplicate id {prompt.id!r}")

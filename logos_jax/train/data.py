@@ -9,7 +9,6 @@ each process places only its own shards.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +17,8 @@ import numpy as np
 
 from logos_jax.batch import empty_batch, on_mesh, put_document
 from logos_jax.errors import LogosError
-from logos_jax.validate import bad_bytes, row_value, text_lines
+from logos_jax.jsonl_io import NOT_AN_OBJECT, json_objects
+from logos_jax.validate import row_value
 
 # SFT field pairs: (prompt key, completion key), tried in order. the released task formats + generic.
 SFT_FIELDS = (
@@ -75,20 +75,14 @@ def _numbered_sft_pairs(path: Path) -> list[tuple[int, tuple[str, str]]]:
     if not Path(path).is_file():
         raise LogosError(f"SFT data {path}: file not found")
     pairs_text = ", ".join(f"{p}+{c}" for p, c in SFT_FIELDS)
-    for number, line in text_lines(path):
+    for number, row, problem in json_objects(path):
         where = f"{path}:{number}"
-        if line is None:
-            raise LogosError(bad_bytes(path, number))
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as err:
-            raise LogosError(f"{where}: not valid JSON ({err})") from None
-        if not isinstance(row, dict):
+        if problem == NOT_AN_OBJECT:
             raise LogosError(
                 f"{where}: expected a JSON object with one of the SFT field pairs ({pairs_text})"
             )
+        if problem:
+            raise LogosError(f"{where}: {problem}")
         for prompt_key, completion_key in SFT_FIELDS:
             if prompt_key in row and completion_key in row:
                 prompt = row_value(row, prompt_key, str, where)
