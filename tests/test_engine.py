@@ -9,6 +9,7 @@ import pytest
 
 from logos_jax.engine import Engine, Request
 from logos_jax.engine.pages import PagePool, pages_for
+from logos_jax.engine.programs import lm_head
 from logos_jax.model import Decoder, init_params
 from logos_jax.sample.processors import SamplingConfig
 from tests.tiny import GREEDY, TINY
@@ -186,15 +187,17 @@ def test_engine_with_the_pallas_kernel_decodes_like_the_xla_path(params):
 
 
 def test_decode_weights_are_laid_out_once_and_shared(params):
-    """The engine reads its kernels ``[in, out]`` (``kernels_to_in_out``): the same logits as the
-    table's ``[out, in]``, and an engine built from another's ``weights`` reuses them (no second
-    relayout, which would transpose them back) and decodes the same tokens."""
+    """The engine reads its kernels ``[in, out]`` (``kernels_to_in_out``) and its LM head
+    ``[hidden, vocab]``: the same logits as the table's ``[out, in]``; an engine built from another's
+    ``weights`` reuses them (no second relayout, which would transpose them back) and decodes the
+    same tokens."""
     tokens = jnp.asarray([[5, 9, 2, 7, 3]])
     positions = jnp.arange(5)[None]
     table_logits, _ = Decoder(CFG).apply({"params": params}, tokens, positions)
     first = make_engine(params, sampling=SAMPLED, num_slots=4)
     in_out = Decoder(CFG, scan_layers=False, kernels_in_out=True)
-    engine_logits, _ = in_out.apply({"params": first.params}, tokens, positions)
+    hidden, _ = in_out.apply({"params": first.params}, tokens, positions, return_hidden=True)
+    engine_logits = lm_head(CFG, first.params, hidden)
     np.testing.assert_allclose(engine_logits, table_logits, rtol=1e-5, atol=1e-5)
     gate = first.params["layers_0"]["mlp"]["gate_proj"]["weight"]
     assert gate.shape == (CFG.hidden_size, CFG.intermediate_size)  # the table's is [out, in]

@@ -23,8 +23,7 @@ from jax.sharding import Mesh
 from logos_jax.config import ModelConfig
 from logos_jax.engine.state import PAGE_AXES, EngineState
 from logos_jax.model import Decoder, PagedKV
-from logos_jax.model.layers import dtype_of, linear
-from logos_jax.params import get_path, head_path
+from logos_jax.model.layers import dtype_of
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, SamplingConfig, repetition_penalty, sample_token
 from logos_jax.sharding import DEFAULT_RULES, Rules, constrain
@@ -38,11 +37,14 @@ def copy_pages(pages: Pages, src: jax.Array, dst: jax.Array) -> Pages:
     return tuple(x.at[:, dst].set(x[:, src]) for x in pages)
 
 
+DECODE_HEAD = "decode_head"  # the engine's LM head, laid out [hidden, vocab] (``DecodeWeights``)
+
+
 def lm_head(config: ModelConfig, params: Any, hidden: jax.Array) -> jax.Array:
-    """The decoder's output projection: hidden ``[..., hidden]`` -> logits ``[..., vocab]`` float32."""
+    """The decoder's output projection: hidden ``[..., hidden]`` -> logits ``[..., vocab]`` float32,
+    with the engine's ``DECODE_HEAD``."""
     dtype = dtype_of(config.compute_dtype)
-    weight = get_path(params, head_path(config)).astype(dtype)  # [vocab, hidden], as stored
-    return linear(hidden.astype(dtype), weight).astype(jnp.float32)
+    return (hidden.astype(dtype) @ params[DECODE_HEAD].astype(dtype)).astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
