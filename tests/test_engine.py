@@ -100,13 +100,14 @@ def test_samples_share_one_prefill_and_the_prompt_pages(params, monkeypatch):
 
 def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
     """Rows stop at different steps; a slot that frees up takes the next pending sample, and every
-    sample equals the one a batch wide enough for all samples gives."""
+    sample equals the one a batch wide enough for all samples gives. The wide batch narrows its
+    slot table as its rows finish (and widens again for the next run) without changing a token."""
     prompts = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13], [2, 3], [4, 4, 4, 4, 4, 4, 4, 4, 4]]
     sampling = dataclasses.replace(SAMPLED, max_new_tokens=12)
     stop = [17, 33]
     requests = [Request(p, 5, 100 + i) for i, p in enumerate(prompts)]
     narrow = make_engine(params, sampling, stop, num_slots=3, steps_per_call=4)
-    wide = make_engine(params, sampling, stop, num_slots=20)
+    wide = make_engine(params, sampling, stop, num_slots=64, steps_per_call=2)
     got, want = run(narrow, requests), run(wide, requests)
     lengths = {len(c.tokens) for out in want for c in out}
     assert len(lengths) > 1  # real, varied stops
@@ -116,7 +117,13 @@ def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
             np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
             assert a.stopped == b.stopped == (a.tokens[-1] in stop)
     # One decode program whatever the rows' lengths; one prefill program per chunk length.
-    assert narrow.compiled_shapes == {("admit",), ("decode", 0), ("prefill", 16)}
+    assert narrow.compiled_shapes == {("admit",), ("decode", 0, 3), ("prefill", 16)}
+    widths = sorted(k[2] for k in wide.compiled_shapes if k[0] == "decode")
+    assert widths[-1] <= 32 and len(widths) <= 6, widths  # 20 rows: never more than 32 wide
+    again = run(wide, requests)
+    assert [[c.tokens.tolist() for c in r] for r in again] == [
+        [c.tokens.tolist() for c in r] for r in want
+    ]
 
 
 def test_long_prompt_prefilled_in_chunks_equals_full_forward(params):

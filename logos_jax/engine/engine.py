@@ -13,9 +13,14 @@ state) and yields each request's completions as soon as its last sample finishes
    every active row the pages it may fill; attention loops over page blocks only up to the
    longest live row, so it costs what is in the cache, not ``max_new_tokens``.
 3. **Collection.** Finished rows are read back, their pages freed, their slots reused.
+4. **Narrowing.** Once no request waits, idle slots would still cost a full step each (the step
+   has fixed shapes): when the live rows fit in half the slots, they move to the front of a
+   table half as wide (or narrower) and later calls decode only those. Outputs are unchanged
+   (a row carries its own random key, step and tokens); the full width returns with the next run.
 
-The number of compiled programs is fixed per job: one admission program, one decode program,
-one prefill program per prompt-chunk length (powers of two up to ``prefill_chunk``). A sample's
+The number of compiled programs is fixed per job: one admission program, one decode program per
+slot width (``num_slots`` halved at most ``log2(num_slots)`` times) and its row selection, one
+prefill program per prompt-chunk length (powers of two up to ``prefill_chunk``). A sample's
 tokens depend only on its prompt, seed and sample index, never on which slot it ran in or what
 ran beside it.
 """
@@ -37,7 +42,7 @@ from jax.sharding import Mesh
 from logos_jax.config import ModelConfig
 from logos_jax.engine.pages import SCRATCH_PAGE, PagePool, bucket, pages_for
 from logos_jax.engine.programs import DECODE_HEAD, Programs
-from logos_jax.engine.state import EngineState, init_state
+from logos_jax.engine.state import EngineState, init_state, select_slots
 from logos_jax.model import kernels_to_in_out, unstack_layers
 from logos_jax.params import get_path, head_path
 from logos_jax.sample.constraints import Constraint
@@ -277,6 +282,7 @@ class Engine:
         self.params = self.weights.tree
         shards = 1 if mesh is None else batch_shards(mesh, rules)
         self.num_slots = -(-num_slots // shards) * shards
+        self.slot_shards = shards  # a narrowed slot table stays a multiple of this
         self.page_size = page_size
         self.steps_per_call = steps_per_call
         self.prefill_chunk = max(MIN_CHUNK, bucket(prefill_chunk, prefill_chunk))
@@ -319,6 +325,7 @@ class Engine:
         self._decode_program = jax.jit(
             p.decode, donate_argnums=1, static_argnames=("steps", "draft_len")
         )
+        self._select_program = jax.jit(select_slots)  # a new width: nothing to donate into
         self.compiled_shapes: set[tuple] = set()
         self._programs: dict[tuple, Any] = {}
 
@@ -383,10 +390,11 @@ class Engine:
         partial = n % self.page_size != 0
         shared = prompt.pages[:-1] if partial else prompt.pages
         count = min(len(slots), prompt.request.num_samples - prompt.next_sample)
-        mask = np.zeros((self.num_slots,), bool)
-        src = np.full((self.num_slots,), SCRATCH_PAGE, np.int32)
-        dst = np.full((self.num_slots,), SCRATCH_PAGE, np.int32)
-        sample_ids = np.zeros((self.num_slots,), np.uint32)
+        width = len(rows)
+        mask = np.zeros((width,), bool)
+        src = np.full((width,), SCRATCH_PAGE, np.int32)
+        dst = np.full((width,), SCRATCH_PAGE, np.int32)
+        sample_ids = np.zeros((width,), np.uint32)
         admitted = 0
         for slot in slots[:count]:
             own = self.pool.take(1) if partial else []
@@ -441,6 +449,8 @@ class Engine:
                 track_seen=self.sampling.repetition_penalty != 1.0,
                 constraint_state=requests[0].constraint_state if requests else None,
             )
+        elif self.state.slots.active.shape[0] < self.num_slots:  # narrowed by the last run
+            self._select_slots(np.arange(self.num_slots) % self.state.slots.active.shape[0], None)
 
     def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, list[Completion]]]:
         """Yield ``(request index, completions in sample order)`` as each request finishes."""
@@ -474,12 +484,15 @@ class Engine:
                 if waiting or open_prompts:
                     raise RuntimeError("the KV page pool is too small for one prompt and sample")
                 break
+            pending = bool(waiting or open_prompts)
+            if not pending:
+                rows = self._narrow(rows)
             self._grow_pages(rows)
             table = self._page_table(rows)
-            pending = bool(waiting or open_prompts)
-            refill_at = max(1, self.num_slots // 8) if pending else self.num_slots + 1
-            compiles = ("decode", self.draft_len) not in self.compiled_shapes
-            self.compiled_shapes.add(("decode", self.draft_len))
+            refill_at = max(1, len(rows) // 8) if pending else len(rows) + 1
+            shape = ("decode", self.draft_len, len(rows))
+            compiles = shape not in self.compiled_shapes
+            self.compiled_shapes.add(shape)
             started = time.perf_counter()
             self.state = self._decode_program(
                 self.params,
@@ -491,6 +504,29 @@ class Engine:
                 draft_len=self.draft_len,
             )
             yield from self._collect(rows, max_new, None if compiles else started)
+
+    def _narrow(self, rows: list[_Row | None]) -> list[_Row | None]:
+        """``rows`` moved to a narrower slot table when the live ones fit in half of it or less
+        (widths: ``num_slots`` halved, multiples of ``slot_shards``); the same list otherwise."""
+        live = [i for i, r in enumerate(rows) if r is not None]
+        width = len(rows)
+        while width % 2 == 0 and (width // 2) % self.slot_shards == 0 and len(live) <= width // 2:
+            width //= 2
+        if width == len(rows):
+            return rows
+        idle = [i for i, r in enumerate(rows) if r is None]
+        order = np.asarray(live + idle[: width - len(live)], np.int32)
+        self._select_slots(order, np.arange(width) < len(live))
+        return [rows[i] for i in order]
+
+    def _select_slots(self, order: np.ndarray, active: np.ndarray | None) -> None:
+        """The slot table becomes the slots ``order`` ``[width]`` (in that order); ``active`` ``[width]``
+        (None: none) says which stay active."""
+        width = len(order)
+        self.compiled_shapes.add(("select", self.state.slots.active.shape[0], width))
+        active = np.zeros((width,), bool) if active is None else active
+        slots = self._select_program(self.state.slots, jnp.asarray(order), jnp.asarray(active))
+        self.state = self.state.replace(slots=slots)
 
     def _grow_pages(self, rows: list[_Row | None]) -> None:
         """Give every active row the pages its next decode call may fill."""
@@ -511,7 +547,7 @@ class Engine:
 
     def _page_table(self, rows: list[_Row | None]) -> np.ndarray:
         """``[slots, max_pages]`` page tables (scratch where a row has no page)."""
-        table = np.full((self.num_slots, self.max_pages), SCRATCH_PAGE, np.int32)
+        table = np.full((len(rows), self.max_pages), SCRATCH_PAGE, np.int32)
         for slot, row in enumerate(rows):
             if row is not None:
                 table[slot, : len(row.pages)] = row.pages

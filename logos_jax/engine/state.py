@@ -17,7 +17,7 @@ from logos_jax.config import ModelConfig
 from logos_jax.model.layers import dtype_of
 from logos_jax.params import PAGE_AXES  # the pages' logical axes, beside the parameters'
 
-__all__ = ["PAGE_AXES", "EngineState", "Slots", "init_state"]
+__all__ = ["PAGE_AXES", "EngineState", "Slots", "init_state", "select_slots"]
 
 
 @flax.struct.dataclass
@@ -97,3 +97,11 @@ def init_state(
         v=tuple(jnp.zeros(shape, dtype) for _ in layers),
         slots=slots,
     )
+
+
+def select_slots(slots: Slots, order: jax.Array, active: jax.Array) -> Slots:
+    """The slots ``order`` ``[width]`` (a new table of ``width`` rows, in that order), with
+    ``active`` ``[width]`` bool: rows keep everything they carry (keys, steps, tokens), so a row
+    decodes the same wherever it sits."""
+    picked = jax.tree.map(lambda x: jnp.take(x, order, axis=0), slots)
+    return picked.replace(active=active)
