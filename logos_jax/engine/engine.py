@@ -19,7 +19,7 @@ state) and yields each request's completions as soon as its last sample finishes
    (a row carries its own random key, step and tokens); the full width returns with the next run.
 
 The number of compiled programs is fixed per job: one admission program, one decode program per
-slot width (``num_slots`` halved at most ``log2(num_slots)`` times) and its row selection, one
+slot width (``num_slots`` halved at most ``log2(NARROWEST)`` times) and its row selection, one
 prefill program per prompt-chunk length (powers of two up to ``prefill_chunk``). A sample's
 tokens depend only on its prompt, seed and sample index, never on which slot it ran in or what
 ran beside it.
@@ -51,6 +51,9 @@ from logos_jax.sharding import DEFAULT_RULES, Rules, batch_shards
 
 MIN_CHUNK = 16
 FIRST_DRAFT = 4  # speculation starts with drafts this long, then adapts (``SpeculationStats``)
+# The narrowest slot table is num_slots // NARROWEST: at most log2(NARROWEST) more decode programs
+# to compile (each costs seconds; on a large model, more than the tail it would save).
+NARROWEST = 16
 
 
 class DecodeWeights(NamedTuple):
@@ -507,10 +510,16 @@ class Engine:
 
     def _narrow(self, rows: list[_Row | None]) -> list[_Row | None]:
         """``rows`` moved to a narrower slot table when the live ones fit in half of it or less
-        (widths: ``num_slots`` halved, multiples of ``slot_shards``); the same list otherwise."""
+        (widths: ``num_slots`` halved, down to ``num_slots // NARROWEST``, multiples of
+        ``slot_shards``); the same list otherwise."""
         live = [i for i, r in enumerate(rows) if r is not None]
-        width = len(rows)
-        while width % 2 == 0 and (width // 2) % self.slot_shards == 0 and len(live) <= width // 2:
+        width, floor = len(rows), self.num_slots // NARROWEST
+        while (
+            width % 2 == 0
+            and (width // 2) % self.slot_shards == 0
+            and width // 2 >= floor
+            and len(live) <= width // 2
+        ):
             width //= 2
         if width == len(rows):
             return rows
