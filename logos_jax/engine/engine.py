@@ -14,12 +14,12 @@ state) and yields each request's completions as soon as its last sample finishes
    longest live row, so it costs what is in the cache, not ``max_new_tokens``.
 3. **Collection.** Finished rows are read back, their pages freed, their slots reused.
 4. **Narrowing.** Once no request waits, idle slots would still cost a full step each (the step
-   has fixed shapes): when the live rows fit in half the slots, they move to the front of a
-   table half as wide (or narrower) and later calls decode only those. Outputs are unchanged
+   has fixed shapes): when the live rows fit in a quarter of the slots, they move to the front of
+   a table a quarter as wide (down to 1/16) and later calls decode only those. Outputs are unchanged
    (a row carries its own random key, step and tokens); the full width returns with the next run.
 
 The number of compiled programs is fixed per job: one admission program, one decode program per
-slot width (``num_slots`` halved at most ``log2(NARROWEST)`` times) and its row selection, one
+slot width (at most three: ``num_slots``, a quarter, a sixteenth) and its row selection, one
 prefill program per prompt-chunk length (powers of two up to ``prefill_chunk``). A sample's
 tokens depend only on its prompt, seed and sample index, never on which slot it ran in or what
 ran beside it.
@@ -51,8 +51,9 @@ from logos_jax.sharding import DEFAULT_RULES, Rules, batch_shards
 
 MIN_CHUNK = 16
 FIRST_DRAFT = 4  # speculation starts with drafts this long, then adapts (``SpeculationStats``)
-# The narrowest slot table is num_slots // NARROWEST: at most log2(NARROWEST) more decode programs
-# to compile (each costs seconds; on a large model, more than the tail it would save).
+# A slot table narrows by NARROWING at a time, to num_slots // NARROWEST at the least: at most two
+# more decode programs to compile (each costs seconds; on a large model, more than the tail saves).
+NARROWING = 4
 NARROWEST = 16
 
 
@@ -509,18 +510,18 @@ class Engine:
             yield from self._collect(rows, max_new, None if compiles else started)
 
     def _narrow(self, rows: list[_Row | None]) -> list[_Row | None]:
-        """``rows`` moved to a narrower slot table when the live ones fit in half of it or less
-        (widths: ``num_slots`` halved, down to ``num_slots // NARROWEST``, multiples of
-        ``slot_shards``); the same list otherwise."""
+        """``rows`` moved to a narrower slot table when the live ones fit in a ``NARROWING``-th of it
+        (widths: ``num_slots`` divided by powers of ``NARROWING``, down to ``num_slots //
+        NARROWEST``, multiples of ``slot_shards``); the same list otherwise."""
         live = [i for i, r in enumerate(rows) if r is not None]
         width, floor = len(rows), self.num_slots // NARROWEST
         while (
-            width % 2 == 0
-            and (width // 2) % self.slot_shards == 0
-            and width // 2 >= floor
-            and len(live) <= width // 2
+            width % NARROWING == 0
+            and (width // NARROWING) % self.slot_shards == 0
+            and width // NARROWING >= floor
+            and len(live) <= width // NARROWING
         ):
-            width //= 2
+            width //= NARROWING
         if width == len(rows):
             return rows
         idle = [i for i, r in enumerate(rows) if r is None]
