@@ -177,6 +177,50 @@ def test_processors_match_transformers(config, peaked):
     np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("vocab", [128256, 100001])
+def test_two_stage_top_k_equals_lax_top_k(vocab):
+    """The chunked top-k of large vocabularies returns exactly ``lax.top_k``'s values and indices,
+    ragged last chunk, ties (to the lower index) and masked (-inf) rows included."""
+    from logos_jax.sample.processors import top_k
+
+    rng = np.random.default_rng(vocab)
+    x = rng.normal(size=(2, 3, vocab)).astype(np.float32)
+    x[0, 0] = np.round(x[0, 0], 1)  # many ties
+    x[0, 1] = -np.inf
+    x[0, 1, rng.choice(vocab, 20, replace=False)] = rng.normal(size=20)  # 20 allowed tokens
+    x[1, 2, -3:] = 10.0  # the best values in the short last chunk
+    for k in (50, 64):
+        want_values, want_ids = jax.lax.top_k(jnp.asarray(x), k)
+        values, ids = jax.jit(top_k, static_argnums=1)(jnp.asarray(x), k)
+        np.testing.assert_array_equal(np.asarray(values), np.asarray(want_values))
+        np.testing.assert_array_equal(np.asarray(ids), np.asarray(want_ids))
+
+
+def test_processors_match_transformers_on_a_large_vocabulary():
+    """The official settings (top-k 50 through the chunked top-k) against transformers at 30k ids."""
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers.generation.logits_process")
+    config = SamplingConfig()
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(3, 30000)).astype(np.float32) * 4.0
+    input_ids = rng.integers(0, 30000, size=(3, 40))
+    seen = np.zeros(logits.shape, bool)
+    np.put_along_axis(seen, input_ids, True, axis=1)
+    expected = torch.from_numpy(logits.copy())
+    for proc in (
+        tf.RepetitionPenaltyLogitsProcessor(config.repetition_penalty),
+        tf.TemperatureLogitsWarper(config.temperature),
+        tf.TopKLogitsWarper(config.top_k),
+        tf.TopPLogitsWarper(config.top_p),
+    ):
+        expected = proc(torch.from_numpy(input_ids), expected)
+    expected = expected.numpy()
+    got = np.asarray(process_logits(jnp.asarray(logits), config, jnp.asarray(seen)))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5, atol=1e-5)
+
+
 def test_sampling_config_rejects_bad_values():
     from logos_jax.errors import LogosError
 

