@@ -283,7 +283,6 @@ class Engine:
         self.config = config
         self.sampling = sampling or SamplingConfig()
         self.weights = DecodeWeights.of(params, config)
-        self.params = self.weights.tree
         shards = 1 if mesh is None else batch_shards(mesh, rules)
         self.num_slots = -(-num_slots // shards) * shards
         self.slot_shards = shards  # a narrowed slot table stays a multiple of this
@@ -332,6 +331,11 @@ class Engine:
         self._select_program = jax.jit(select_slots)  # a new width: nothing to donate into
         self.compiled_shapes: set[tuple] = set()
         self._programs: dict[tuple, Any] = {}
+
+    @property
+    def params(self) -> dict:
+        """The decode weights' tree (``weights.tree``), as the programs take it."""
+        return self.weights.tree
 
     def program(self, key: tuple, make: Any) -> Any:
         """The jitted program ``key``, made by ``make()`` the first time."""
@@ -454,7 +458,8 @@ class Engine:
                 constraint_state=requests[0].constraint_state if requests else None,
             )
         elif self.state.slots.active.shape[0] < self.num_slots:  # narrowed by the last run
-            self._select_slots(np.arange(self.num_slots) % self.state.slots.active.shape[0], None)
+            width = self.state.slots.active.shape[0]
+            self._select_slots(np.arange(self.num_slots) % width, np.zeros(self.num_slots, bool))
 
     def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, list[Completion]]]:
         """Yield ``(request index, completions in sample order)`` as each request finishes."""
@@ -529,12 +534,10 @@ class Engine:
         self._select_slots(order, np.arange(width) < len(live))
         return [rows[i] for i in order]
 
-    def _select_slots(self, order: np.ndarray, active: np.ndarray | None) -> None:
+    def _select_slots(self, order: np.ndarray, active: np.ndarray) -> None:
         """The slot table becomes the slots ``order`` ``[width]`` (in that order); ``active`` ``[width]``
-        (None: none) says which stay active."""
-        width = len(order)
-        self.compiled_shapes.add(("select", self.state.slots.active.shape[0], width))
-        active = np.zeros((width,), bool) if active is None else active
+        says which stay active."""
+        self.compiled_shapes.add(("select", self.state.slots.active.shape[0], len(order)))
         slots = self._select_program(self.state.slots, jnp.asarray(order), jnp.asarray(active))
         self.state = self.state.replace(slots=slots)
 
