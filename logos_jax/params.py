@@ -6,8 +6,7 @@ in the HF files' axis order (Linear weights ``[out, in]``), so a checkpoint conv
 bytes. Everything else is derived from this table: the abstract restore target and the shardings
 (``logos_jax.model``), ``init_params``, the HF name map in both directions (``hf_tensors``,
 ``from_hf_name``), the weight-decay mask (``decays``), the LM head (``head_path``), the vocabulary
-resize (``vocab_paths``) and the stacked / per-layer restacking (``per_layer``). The KV pages' logical
-axes (``PAGE_AXES``) live here too.
+resize (``vocab_paths``) and the stacked / per-layer restacking (``per_layer``).
 
 Per-layer tensors are stacked along a leading ``layers`` axis under ``layers`` (``scan_layers``), or
 held as one ``layers_{i}`` subtree per block; ``ParamInfo.shape`` is one layer's shape.
@@ -22,9 +21,6 @@ from typing import Any
 
 from logos_jax.config import ModelConfig
 
-# Logical axes of one layer's KV pages ``[kv_heads, pages, page_size, head_dim]``: rows read any
-# page, so pages are never split over the batch axes; heads follow the attention weights' split.
-PAGE_AXES = ("kv_heads", None, None, "head_dim")
 LAYERS = "layers"  # the stacked subtree (and the logical axis of its leading dimension)
 INIT_STDDEV = 0.02  # ``normal`` initialiser
 # Tensors some HF files carry that are not parameters (recomputed buffers).

@@ -158,8 +158,9 @@ def test_bad_requests_are_refused(params):
 
 def test_pallas_paged_kernel_in_interpret_mode_equals_the_xla_path():
     """The Pallas paged-attention kernel (run by Pallas' interpreter on CPU) and the blocked XLA
-    loop agree on GQA rows of different lengths reading scattered, shared pages."""
-    from logos_jax.model.attention import paged_attention, pallas_paged_attention
+    loop agree on GQA rows of different lengths reading scattered, shared pages, with the XLA loop
+    in either page layout and block size."""
+    from logos_jax.model.attention import PageLayout, paged_attention, pallas_paged_attention
 
     rng = np.random.default_rng(0)
     batch, heads, kv_heads, hd, page_size, pages, width = 3, 4, 2, 16, 4, 40, 16
@@ -171,9 +172,38 @@ def test_pallas_paged_kernel_in_interpret_mode_equals_the_xla_path():
     positions = jnp.asarray([[26], [45], [13]], jnp.int32)
     q = jnp.asarray(rng.normal(size=(batch, 1, heads, hd)), jnp.float32)
     table = jnp.asarray(table)
-    ref = paged_attention(q, k_pages, v_pages, table, positions, jnp.int32(2), 8, jnp.float32)
     got = pallas_paged_attention(q, k_pages, v_pages, table, positions[:, 0] + 1, 8, interpret=True)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=2e-5)
+    kv_major, pages_major = PageLayout(pages_major=False), PageLayout(pages_major=True)
+    k_major, v_major = k_pages.transpose(1, 0, 2, 3), v_pages.transpose(1, 0, 2, 3)
+    for layout, k, v in [(kv_major, k_pages, v_pages), (pages_major, k_major, v_major)]:
+        for block, blocks in [(8, 2), (1, 12)]:
+            ref = paged_attention(
+                q, k, v, table, positions, jnp.int32(blocks), block, layout, jnp.float32
+            )
+            np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=2e-5)
+
+
+def test_page_layouts_write_read_and_copy_the_same_tokens():
+    """Both ``PageLayout``s hold a token's key at (page, offset) and gather a row's pages in table
+    order; copying a page copies it whole."""
+    from logos_jax.model.attention import PageLayout
+
+    rng = np.random.default_rng(1)
+    kv_heads, page_size, hd = 2, 4, 3
+    new = jnp.asarray(rng.normal(size=(2, 3, kv_heads, hd)), jnp.float32)  # [batch, seq, kv, hd]
+    page, offset = jnp.asarray([[3, 3, 1], [2, 2, 2]]), jnp.asarray([[2, 3, 0], [0, 1, 2]])
+    gathered = []
+    for layout in (PageLayout(pages_major=False), PageLayout(pages_major=True)):
+        pages = jnp.zeros(layout.shape(5, kv_heads, page_size, hd))
+        pages = layout.write(pages, page, offset, new)
+        pages = layout.copy(pages, jnp.asarray([3]), jnp.asarray([4]))
+        rows = layout.gather(pages, jnp.asarray([[3, 1], [4, 2]]))  # [batch, kv, 8, hd]
+        assert rows.shape == (2, kv_heads, 2 * page_size, hd)
+        np.testing.assert_array_equal(rows[0, :, 2:5], new[0].transpose(1, 0, 2))
+        np.testing.assert_array_equal(rows[1, :, 2:4], new[0, :2].transpose(1, 0, 2))  # copy
+        np.testing.assert_array_equal(rows[1, :, 4:7], new[1].transpose(1, 0, 2))
+        gathered.append(rows)
+    np.testing.assert_array_equal(*gathered)
 
 
 def test_engine_with_the_pallas_kernel_decodes_like_the_xla_path(params):

@@ -16,8 +16,8 @@ from logos_jax.config import load_model_config
 from logos_jax.convert.hf2jax import hf_to_jax
 from logos_jax.errors import LogosError
 from logos_jax.model import Decoder, abstract_params, init_params, logical_axes
+from logos_jax.model.attention import PageLayout
 from logos_jax.params import (
-    PAGE_AXES,
     from_hf_name,
     get_path,
     head_path,
@@ -83,7 +83,8 @@ def test_hf_map_round_trips_and_derived_trees_agree(preset, tied):
     assert mask["layers_0"]["self_attn"]["q_proj"]["weight"] and not mask["norm"]["scale"]
     assert not mask["embed_tokens"]["embedding"]
     assert role_of(("layers_3", "mlp", "down_proj", "weight")) == "kernel"
-    assert PAGE_AXES[0] == table[("layers", "self_attn", "k_proj", "weight")].axes[0]
+    kv_heads = table[("layers", "self_attn", "k_proj", "weight")].axes[0]
+    assert PageLayout(pages_major=False).axes[0] == PageLayout(pages_major=True).axes[1] == kv_heads
 
 
 def test_model_reads_only_table_parameters():

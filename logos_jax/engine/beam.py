@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from logos_jax.engine.pages import SCRATCH_PAGE, pages_for
-from logos_jax.engine.programs import Programs, copy_pages
+from logos_jax.engine.programs import Programs
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, process_logits
 
@@ -61,6 +61,7 @@ def beam_loop(
     own = table
     first = prompt_len // page_size
     partial = jnp.full((beams,), partial_page)
+    copy_pages = programs.copy_pages
     k, v = copy_pages(k, partial, own[:, first]), copy_pages(v, partial, own[:, first])
     stop_ids = jnp.asarray(programs.stop_ids or (-1,), jnp.int32)
     pad_only = jnp.where(jnp.arange(vocab) == programs.pad_id, 0.0, NEG_INF)

@@ -21,21 +21,16 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from logos_jax.config import ModelConfig
-from logos_jax.engine.state import PAGE_AXES, EngineState
+from logos_jax.engine.state import EngineState
 from logos_jax.model import Decoder, PagedKV
+from logos_jax.model.attention import PageLayout
 from logos_jax.model.layers import dtype_of
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, SamplingConfig, repetition_penalty, sample_token
 from logos_jax.sharding import DEFAULT_RULES, Rules, constrain
 
 PROMPT_LOGPROB_CHUNK = 16
-Pages = tuple[jax.Array, ...]  # one [kv_heads, pages, page_size, head_dim] array per layer
-
-
-def copy_pages(pages: Pages, src: jax.Array, dst: jax.Array) -> Pages:
-    """Page ``src[i]`` copied to page ``dst[i]`` in every layer (``[n]`` each)."""
-    return tuple(x.at[:, dst].set(x[:, src]) for x in pages)
-
+Pages = tuple[jax.Array, ...]  # one array per layer, laid out as ``Programs.layout`` says
 
 DECODE_HEAD = "decode_head"  # the engine's LM head, laid out [hidden, vocab] (``DecodeWeights``)
 
@@ -69,14 +64,21 @@ class Programs:
             self.config, mesh=self.mesh, rules=self.rules, scan_layers=False, kernels_in_out=True
         )
 
+    @property
+    def layout(self) -> PageLayout:
+        return PageLayout.for_kernel(self.paged_kernel)
+
+    def copy_pages(self, pages: Pages, src: jax.Array, dst: jax.Array) -> Pages:
+        """Page ``src[i]`` copied to page ``dst[i]`` in every layer (``[n]`` each)."""
+        return tuple(self.layout.copy(x, src, dst) for x in pages)
+
     # ----- sharding (no-ops without a mesh) -----
     def constrain(self, x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
         return constrain(x, axes, self.mesh, self.rules)
 
     def constrain_pages(self, k: Pages, v: Pages) -> tuple[Pages, Pages]:
-        return tuple(self.constrain(x, PAGE_AXES) for x in k), tuple(
-            self.constrain(x, PAGE_AXES) for x in v
-        )
+        axes = self.layout.axes
+        return tuple(self.constrain(x, axes) for x in k), tuple(self.constrain(x, axes) for x in v)
 
     def paged(
         self,
@@ -190,7 +192,10 @@ class Programs:
             seen=None if s.seen is None else put(s.seen, seen),
             constraint_state=cstate,
         )
-        k, v = copy_pages(state.k, copy_src, copy_dst), copy_pages(state.v, copy_src, copy_dst)
+        k, v = (
+            self.copy_pages(state.k, copy_src, copy_dst),
+            self.copy_pages(state.v, copy_src, copy_dst),
+        )
         return EngineState(*self.constrain_pages(k, v), slots=slots)
 
     # ----- decode -----
