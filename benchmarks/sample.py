@@ -25,7 +25,7 @@ Methods, each its own process (``--run METHOD``; it prints one JSON line):
             call as the held logits fit in ``--hf-logits-gb`` (llama128k: 8 rows per call),
             completion log-probs from those logits;
   ours      (c) ``logos_jax.sample.Sampler`` (the decode engine, 64 slots or the configuration's
-            rows if fewer, page size 16, 16 steps per call, full perplexity) on the converted
+            rows if fewer, the default paging, 16 steps per call, full perplexity) on the converted
             checkpoint.
 
 Torch uses ``os.cpu_count()`` threads. The driver prepares each configuration once (a ``prepare``
@@ -481,7 +481,6 @@ def make_sampler(
         full_perplexity=True,
         num_slots=min(args.slots, rows),  # as a user sizes --batch-size
         max_prompt_len=-(-longest // 16) * 16,
-        page_size=16,
         steps_per_call=steps,
     )
 

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 ENV = "LOGOS_COMPILE_CACHE"
-MIN_COMPILE_SECONDS = 0.5
+# Loading an entry costs ~30 ms here; the engine's small programs (admission, slot selection, the
+# weight relayout) compile in 0.1-0.3 s each, so they are worth storing; one-op programs are not.
+MIN_COMPILE_SECONDS = 0.1
 
 
 def cache_dir() -> Path | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from logos_jax.config import ModelConfig
 from logos_jax.engine.pages import SCRATCH_PAGE, PagePool, bucket, pages_for
@@ -47,7 +48,7 @@ from logos_jax.model import kernels_to_in_out, unstack_layers
 from logos_jax.params import get_path, head_path
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import SamplingConfig
-from logos_jax.sharding import DEFAULT_RULES, Rules, batch_shards
+from logos_jax.sharding import DEFAULT_RULES, Rules, batch_shards, logical_to_spec
 
 MIN_CHUNK = 16
 FIRST_DRAFT = 4  # speculation starts with drafts this long, then adapts (``SpeculationStats``)
@@ -231,11 +232,11 @@ class SpeculationStats:
 PAGED_KERNELS = ("auto", "xla", "pallas", "pallas_interpret")
 
 
-# Tokens per page and pages per attention block, per decode kernel. The XLA loop gathers a block of
-# whole pages per row each step: one 64-token page at a time measured fastest on a 2-core CPU (32
-# rows x 700 tokens, one layer: 3.7 ms, vs 5.8 ms for two 16-token pages and 12.5 ms for eight
-# 16-token pages in the Pallas layout). The Pallas kernels keep the pages and blocks they are tuned for.
-PAGING = {"xla": (64, 1), "pallas": (16, 8), "pallas_interpret": (16, 8)}
+# Tokens per page and per attention block, per decode kernel. The XLA loop gathers a block of whole
+# pages per row each step: one 64-token page at a time measured fastest on a 2-core CPU (32 rows x
+# 700 tokens, one layer: 3.7 ms, vs 5.8 ms for two 16-token pages and 12.5 ms for eight 16-token
+# pages in the Pallas layout). The Pallas kernels keep the pages and blocks they are tuned for.
+PAGING = {"xla": (64, 64), "pallas": (16, 128), "pallas_interpret": (16, 128)}
 
 
 def resolve_paged_kernel(kernel: str, mesh: Mesh | None) -> str:
@@ -256,8 +257,8 @@ class Engine:
     (default: the kernel's, ``PAGING``). ``num_pages``: the
     pool's size (default: enough for every slot's longest possible sequence plus the prompts in
     flight, so no row ever waits for memory). ``steps_per_call``: decode steps per device call.
-    ``block_pages``: pages attention reads per loop step (see ``paged_attention``; default
-    ``PAGING``'s).
+    ``block_pages``: pages attention reads per loop step (see ``paged_attention``; default: the
+    kernel's block of tokens, ``PAGING``).
     ``paged_kernel``: decode attention, ``"xla"``, ``"pallas"`` (the Pallas paged-attention kernel
     shipped with JAX), ``"pallas_interpret"`` (the same on CPU, for tests) or ``"auto"`` (Pallas on
     GPU and TPU, XLA on CPU). ``speculate``: the most tokens a step may draft and verify when the
@@ -292,7 +293,7 @@ class Engine:
         self.config = config
         kernel = resolve_paged_kernel(paged_kernel, mesh)
         page_size = page_size or PAGING[kernel][0]
-        block_pages = block_pages or PAGING[kernel][1]
+        block_pages = block_pages or max(1, PAGING[kernel][1] // page_size)
         self.sampling = sampling or SamplingConfig()
         self.weights = DecodeWeights.of(params, config)
         shards = 1 if mesh is None else batch_shards(mesh, rules)
@@ -374,7 +375,6 @@ class Engine:
         table = np.asarray(pages, np.int32)
         read = np.zeros((1, self.max_pages), np.int32)  # the prompt's page table, scratch after
         read[0, : len(table)] = table
-        read = jnp.asarray(read)
         logits, total = None, 0.0
         for start in range(0, n, chunk):
             real = min(chunk, n - start)
@@ -391,12 +391,12 @@ class Engine:
                 self.params,
                 self.state.k,
                 self.state.v,
-                jnp.asarray(tokens[None]),
-                jnp.asarray(positions[None]),
-                jnp.asarray(write[None]),
+                tokens[None],
+                positions[None],
+                write[None],
                 read,
-                jnp.int32(real - 1),
-                jnp.asarray(targets[None]),
+                np.int32(real - 1),
+                targets[None],
             )
             self.state = self.state.replace(k=k, v=v)
             total += float(lp) if self.full_perplexity else 0.0
@@ -429,8 +429,6 @@ class Engine:
             admitted += 1
         if not admitted:
             return False
-        seed = jax.random.key(np.uint32(prompt.request.seed))
-        keys = jax.vmap(jax.random.fold_in, (None, 0))(seed, jnp.asarray(sample_ids))
         seen = None
         if self.state.slots.seen is not None:
             seen = np.zeros((self.config.vocab_size,), bool)
@@ -439,14 +437,15 @@ class Engine:
         self.compiled_shapes.add(("admit",))
         self.state = self._admit_program(
             self.state,
-            jnp.asarray(mask),
+            mask,
             prompt.logits,
-            None if seen is None else jnp.asarray(seen),
-            jnp.int32(n),
-            keys,
+            seen,
+            np.int32(n),
+            np.uint32(prompt.request.seed),
+            sample_ids,
             None if self.constraint is None else jax.tree.map(jnp.asarray, cstate),
-            jnp.asarray(src),
-            jnp.asarray(dst),
+            src,
+            dst,
         )
         return True
 
@@ -460,7 +459,8 @@ class Engine:
             if (self.constraint is None) != (request.constraint_state is None):
                 raise ValueError("give a constraint start state with every request, and only then")
         if self.state is None:
-            self.state = init_state(
+            make = functools.partial(  # one program, not a compiled fill per buffer
+                init_state,
                 self.config,
                 num_slots=self.num_slots,
                 num_pages=self._num_pages,
@@ -468,11 +468,29 @@ class Engine:
                 layout=self.programs.layout,
                 max_new_tokens=self.sampling.max_new_tokens,
                 track_seen=self.sampling.repetition_penalty != 1.0,
-                constraint_state=requests[0].constraint_state if requests else None,
+            )
+            start = requests[0].constraint_state if requests else None
+            self.state = jax.jit(make, out_shardings=self._state_shardings())(
+                constraint_state=start
             )
         elif self.state.slots.active.shape[0] < self.num_slots:  # narrowed by the last run
             width = self.state.slots.active.shape[0]
             self._select_slots(np.arange(self.num_slots) % width, np.zeros(self.num_slots, bool))
+
+    def _state_shardings(self) -> Any:
+        """Where the programs leave the state, so that the first program is given the state it
+        returns and compiles once: on the engine's mesh, pages split as their layout says; without
+        one, on the weights' mesh (computations follow their inputs), whole; else None."""
+        mesh, rules = self.programs.mesh, self.programs.rules
+        if mesh is None:
+            weights = getattr(jax.tree.leaves(self.weights.tree)[0], "sharding", None)
+            mesh, rules = getattr(weights, "mesh", None), {}  # no rules: nothing is split
+        if not isinstance(mesh, Mesh):
+            return None
+        shape = (self._num_pages, self.config.num_kv_heads, self.page_size, self.config.head_dim)
+        spec = logical_to_spec(self.programs.layout.axes, shape, mesh, rules)
+        pages = (NamedSharding(mesh, spec),) * self.config.num_layers
+        return EngineState(k=pages, v=pages, slots=NamedSharding(mesh, PartitionSpec()))
 
     def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, list[Completion]]]:
         """Yield ``(request index, completions in sample order)`` as each request finishes."""
@@ -519,8 +537,8 @@ class Engine:
             self.state = self._decode_program(
                 self.params,
                 self.state,
-                jnp.asarray(table),
-                jnp.int32(refill_at),
+                table,
+                np.int32(refill_at),
                 self.constraint,
                 steps=self.steps_per_call,
                 draft_len=self.draft_len,
@@ -551,7 +569,7 @@ class Engine:
         """The slot table becomes the slots ``order`` ``[width]`` (in that order); ``active`` ``[width]``
         says which stay active."""
         self.compiled_shapes.add(("select", self.state.slots.active.shape[0], len(order)))
-        slots = self._select_program(self.state.slots, jnp.asarray(order), jnp.asarray(active))
+        slots = self._select_program(self.state.slots, order, active)
         self.state = self.state.replace(slots=slots)
 
     def _grow_pages(self, rows: list[_Row | None]) -> None:

@@ -159,7 +159,8 @@ class Programs:
         logits: jax.Array,
         seen: jax.Array | None,
         seq_len: jax.Array,
-        keys: jax.Array,
+        seed: jax.Array,
+        sample_ids: jax.Array,
         constraint_state: Any,
         copy_src: jax.Array,
         copy_dst: jax.Array,
@@ -167,10 +168,12 @@ class Programs:
         """Start the samples of one prompt in the slots where ``mask`` ``[slots]`` is set.
 
         logits ``[vocab]`` (the prompt's last), seen ``[vocab]`` bool (its tokens), seq_len [] (its
-        length), keys ``[slots]``, constraint_state one row's state; page ``copy_src[i]`` is copied
+        length), seed [] uint32 (the request's) and sample_ids ``[slots]`` uint32 (a row's key is
+        the seed's with its sample index folded in), constraint_state one row's state; page ``copy_src[i]`` is copied
         to ``copy_dst[i]`` ``[slots]`` in every layer (scratch to scratch where nothing is copied).
         """
         s = state.slots
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed), sample_ids)
 
         def put(old: jax.Array, new: jax.Array) -> jax.Array:
             m = mask.reshape(mask.shape + (1,) * (old.ndim - 1))
