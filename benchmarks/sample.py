@@ -44,7 +44,10 @@ configuration's prompts, stop ids off so every row runs to the limit), once with
 and once with 1000. Each decode call is timed (blocked until ready) and its step count read from the
 slots' step counters; calls that compiled a program are left out. Reported: ms/step over the first
 128 steps in each setting (same rows, same positions: only max_new_tokens differs) and over all 1000
-steps.
+steps, beside the step's memory floor on this machine: the bytes a step must read (weights + the
+rows' live keys and values, averaged over the 1000 steps) over the read bandwidth a jitted
+reduction measures in the same process. A step near its floor can only get faster by reading fewer
+bytes.
 
     python benchmarks/sample.py --workdir /tmp/sb --json sample.json   # all three (~30 min)
     python benchmarks/sample.py --config small512 --rounds 3          # one configuration
@@ -552,7 +555,38 @@ def run_steps(folder: Path, meta: dict, args: argparse.Namespace) -> dict:
         out[f"{label}_first_ms"] = timer.ms_per_step(args.short_tokens)
         out[f"{label}_all_ms"] = timer.ms_per_step()
         out[f"{label}_tokens"] = new_tokens
+    out.update(memory_floor(sampler.engine(), rows, sub))
     return out
+
+
+def memory_floor(engine, meta: dict, args: argparse.Namespace) -> dict:
+    """The decode step's memory-traffic floor on this machine: bytes a step must read (the engine's
+    weights, plus every row's live keys and values, averaged over the ``new_tokens`` steps) over the
+    read bandwidth a jitted reduction gets here (best of 5 over 512 MB)."""
+    import jax
+    import jax.numpy as jnp
+
+    data = jnp.ones((2**27,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    total(data).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        total(data).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    bandwidth = data.nbytes / best
+    weights = sum(x.nbytes for x in jax.tree.leaves(engine.weights))
+    config, rows = engine.config, len(meta["prompts"]) * args.samples
+    prompt = float(np.mean([len(p) for p in meta["prompts"]]))
+    live = rows * (prompt + args.new_tokens / 2)  # tokens in the cache, averaged over the steps
+    per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim
+    kv = live * per_token * engine.state.k[0].dtype.itemsize
+    return dict(
+        bandwidth_gb_s=bandwidth / 1e9,
+        weight_mb=weights / 1e6,
+        kv_mb=kv / 1e6,
+        floor_ms=(weights + kv) / bandwidth * 1e3,
+    )
 
 
 # ----- one measured process -----
@@ -712,6 +746,12 @@ def report(runs: dict, steps: dict, params: dict, args: argparse.Namespace) -> d
                 f"{s['short_first_ms']:.1f} ms (max_new {args.short_tokens}) vs "
                 f"{s['long_first_ms']:.1f} ms (max_new {args.new_tokens}): {change:+.0%}; "
                 f"all {args.new_tokens} steps {s['long_all_ms']:.1f} ms"
+            )
+            print(
+                f"  {'':<9} memory floor over all {args.new_tokens} steps {s['floor_ms']:.1f} ms "
+                f"(weights {s['weight_mb']:.0f} MB + live KV {s['kv_mb']:.0f} MB on average, read at "
+                f"{s['bandwidth_gb_s']:.1f} GB/s): the step takes "
+                f"{s['long_all_ms'] / s['floor_ms']:.1f}x the floor"
             )
             figures[name]["ms_per_step"] = s
     load = os.getloadavg()[0]
