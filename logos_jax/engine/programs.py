@@ -169,8 +169,9 @@ class Programs:
 
         logits ``[vocab]`` (the prompt's last), seen ``[vocab]`` bool (its tokens), seq_len [] (its
         length), seed [] uint32 (the request's) and sample_ids ``[slots]`` uint32 (a row's key is
-        the seed's with its sample index folded in), constraint_state one row's state; page ``copy_src[i]`` is copied
-        to ``copy_dst[i]`` ``[slots]`` in every layer (scratch to scratch where nothing is copied).
+        the seed's with its sample index folded in), constraint_state one row's state; page
+        ``copy_src[i]`` is copied to ``copy_dst[i]`` ``[slots]`` in every layer (scratch to scratch
+        where nothing is copied).
         """
         s = state.slots
         keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed), sample_ids)

@@ -267,7 +267,8 @@ class PageLayout:
         return pages.at[:, page, offset].set(new.transpose(2, 0, 1, 3))
 
     def gather(self, pages: jax.Array, cols: jax.Array) -> jax.Array:
-        """The pages ``cols`` ``[batch, n]`` of each row: ``[batch, kv_heads, n * page_size, head_dim]``."""
+        """The pages ``cols`` ``[batch, n]`` of each row, in order:
+        ``[batch, kv_heads, n * page_size, head_dim]``."""
         batch, n = cols.shape
         if self.pages_major:
             picked = pages[cols].transpose(0, 2, 1, 3, 4)  # [batch, kv_heads, n, page_size, hd]
@@ -287,8 +288,8 @@ class PageLayout:
 class PagedKV:
     """Every layer's keys and values in fixed-size pages, plus one model call's page addressing.
 
-    k, v: one array per layer, laid out as ``layout`` says (the kernel's ``PageLayout``); page 0 is scratch (padding tokens and idle rows write there; nothing
-    reads it unmasked). For the call's tokens ``[batch, seq]``: ``write_page`` / ``write_offset``
+    k, v: one array per layer, laid out as ``layout`` says (the kernel's ``PageLayout``); page 0
+    is scratch (padding tokens and idle rows write there; nothing reads it unmasked). For the call's tokens ``[batch, seq]``: ``write_page`` / ``write_offset``
     say where each new key/value goes, ``positions`` are the tokens' positions in their sequence (a
     row's sequence is laid out in its pages in order, position ``p`` at page
     ``page_table[row, p // page_size]``, offset ``p % page_size``). ``page_table``
@@ -324,8 +325,9 @@ class PagedKV:
         head_dim]`` over the row's pages. Returns ``[batch, seq, heads * head_dim]``."""
         if not isinstance(layer, int):
             raise ValueError("paged attention needs per-layer weights (scan_layers=False)")
-        write = lambda pages, new: self.layout.write(pages, self.write_page, self.write_offset, new)  # noqa: E731
-        k_layer, v_layer = write(self.k[layer], k), write(self.v[layer], v)
+        at = (self.write_page, self.write_offset)
+        k_layer = self.layout.write(self.k[layer], *at, k)
+        v_layer = self.layout.write(self.v[layer], *at, v)
         if self.kernel != "xla" and q.shape[1] == 1:
             out = pallas_paged_attention(
                 q,
