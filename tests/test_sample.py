@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from logos_jax.engine import Engine, Request
 from logos_jax.model import Decoder, init_params
 from logos_jax.sample.processors import SamplingConfig, process_logits
 from logos_jax.sample.sampler import Sampler
@@ -132,6 +133,28 @@ def test_sharded_mesh_gives_same_tokens(greedy):
     for o, r in zip(out, ref):
         assert all(c.tokens.tolist() == r[0].tokens.tolist() for c in o)
         np.testing.assert_allclose(o[0].logprobs, r[0].logprobs, atol=1e-4)
+
+
+def test_engine_state_starts_where_its_programs_leave_it():
+    """The fresh state is placed as the programs return it, so the first prefill and admission
+    compile once (not once for a fresh state and again for the state they return): on the engine's
+    mesh, the pages' kv heads split over ``tensor`` at their layout's kv-head axis; without one, on
+    the mesh the weights live on."""
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    params = init_params(CFG, jax.random.key(0), mesh)
+    for kernel, kv_axis in (("pallas_interpret", 0), ("xla", 1)):
+        engine = Engine(
+            CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY, mesh=mesh, paged_kernel=kernel
+        )
+        start = engine._state_shardings()
+        assert start.k.spec[kv_axis] == "tensor" and "tensor" not in start.k.spec[:kv_axis]
+    list(engine.run([Request(PROMPTS[0], 2, 0)]))
+    assert engine.state.k[0].sharding.is_equivalent_to(start.k, 4)
+    one = make_mesh(MeshConfig(num_devices=1))  # the mesh `load_model` places weights on
+    params = init_params(CFG, jax.random.key(0), one)
+    engine = Engine(CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY)  # no mesh of its own
+    list(engine.run([Request([1, 5, 6, 7], 2, 0), Request([1, 8, 9], 2, 1)]))  # one chunk length
+    assert engine._prefill_program._cache_size() == engine._admit_program._cache_size() == 1
 
 
 # ----- logits processors vs transformers -----

@@ -479,17 +479,18 @@ class Engine:
 
     def _state_shardings(self) -> Any:
         """Where the programs leave the state, so that the first program is given the state it
-        returns and compiles once: on the engine's mesh, pages split as their layout says; without
-        one, on the weights' mesh (computations follow their inputs), whole; else None."""
-        mesh, rules = self.programs.mesh, self.programs.rules
+        returns and compiles once: on the engine's mesh, pages split as their layout says and
+        slots whole; without one, whole on the weights' mesh (computations follow their inputs);
+        None when the weights have no mesh."""
+        mesh = self.programs.mesh
         if mesh is None:
             weights = getattr(jax.tree.leaves(self.weights.tree)[0], "sharding", None)
-            mesh, rules = getattr(weights, "mesh", None), {}  # no rules: nothing is split
-        if not isinstance(mesh, Mesh):
-            return None
-        shape = (self._num_pages, self.config.num_kv_heads, self.page_size, self.config.head_dim)
-        spec = logical_to_spec(self.programs.layout.axes, shape, mesh, rules)
-        pages = (NamedSharding(mesh, spec),) * self.config.num_layers
+            if not isinstance(weights, NamedSharding):
+                return None
+            return NamedSharding(weights.mesh, PartitionSpec())
+        layout, config = self.programs.layout, self.config
+        shape = layout.shape(self._num_pages, config.num_kv_heads, self.page_size, config.head_dim)
+        pages = NamedSharding(mesh, logical_to_spec(layout.axes, shape, mesh, self.programs.rules))
         return EngineState(k=pages, v=pages, slots=NamedSharding(mesh, PartitionSpec()))
 
     def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, list[Completion]]]:
