@@ -159,8 +159,13 @@ def test_bad_requests_are_refused(params):
 def test_pallas_paged_kernel_in_interpret_mode_equals_the_xla_path():
     """The Pallas paged-attention kernel (run by Pallas' interpreter on CPU) and the blocked XLA
     loop agree on GQA rows of different lengths reading scattered, shared pages, with the XLA loop
-    in either page layout and block size."""
-    from logos_jax.model.attention import PageLayout, paged_attention, pallas_paged_attention
+    in every page layout (either order, keys with tokens last or not) and block size."""
+    from logos_jax.model.attention import (
+        KVLayout,
+        PageLayout,
+        paged_attention,
+        pallas_paged_attention,
+    )
 
     rng = np.random.default_rng(0)
     batch, heads, kv_heads, hd, page_size, pages, width = 3, 4, 2, 16, 4, 40, 16
@@ -173,9 +178,17 @@ def test_pallas_paged_kernel_in_interpret_mode_equals_the_xla_path():
     q = jnp.asarray(rng.normal(size=(batch, 1, heads, hd)), jnp.float32)
     table = jnp.asarray(table)
     got = pallas_paged_attention(q, k_pages, v_pages, table, positions[:, 0] + 1, 8, interpret=True)
-    kv_major, pages_major = PageLayout(pages_major=False), PageLayout(pages_major=True)
-    k_major, v_major = k_pages.transpose(1, 0, 2, 3), v_pages.transpose(1, 0, 2, 3)
-    for layout, k, v in [(kv_major, k_pages, v_pages), (pages_major, k_major, v_major)]:
+
+    def relaid(pages: jax.Array, layout: PageLayout) -> jax.Array:  # from [kv, pages, ps, hd]
+        order = (1, 0) if layout.pages_major else (0, 1)
+        return pages.transpose(*order, *((3, 2) if layout.tokens_last else (2, 3)))
+
+    layouts = [KVLayout.for_kernel("pallas"), KVLayout.for_kernel("xla")]
+    layouts.append(
+        KVLayout(PageLayout(False, tokens_last=True), PageLayout(True, tokens_last=True))
+    )
+    for layout in layouts:
+        k, v = relaid(k_pages, layout.k), relaid(v_pages, layout.v)
         for block, blocks in [(8, 2), (1, 12)]:
             ref = paged_attention(
                 q, k, v, table, positions, jnp.int32(blocks), block, layout, jnp.float32
@@ -184,8 +197,8 @@ def test_pallas_paged_kernel_in_interpret_mode_equals_the_xla_path():
 
 
 def test_page_layouts_write_read_and_copy_the_same_tokens():
-    """Both ``PageLayout``s hold a token's key at (page, offset) and gather a row's pages in table
-    order; copying a page copies it whole."""
+    """Every ``PageLayout`` holds a token's key at (page, offset) and gathers a row's pages in
+    table order; copying a page copies it whole."""
     from logos_jax.model.attention import PageLayout
 
     rng = np.random.default_rng(1)
@@ -193,17 +206,23 @@ def test_page_layouts_write_read_and_copy_the_same_tokens():
     new = jnp.asarray(rng.normal(size=(2, 3, kv_heads, hd)), jnp.float32)  # [batch, seq, kv, hd]
     page, offset = jnp.asarray([[3, 3, 1], [2, 2, 2]]), jnp.asarray([[2, 3, 0], [0, 1, 2]])
     gathered = []
-    for layout in (PageLayout(pages_major=False), PageLayout(pages_major=True)):
-        pages = jnp.zeros(layout.shape(5, kv_heads, page_size, hd))
-        pages = layout.write(pages, page, offset, new)
-        pages = layout.copy(pages, jnp.asarray([3]), jnp.asarray([4]))
-        rows = layout.gather(pages, jnp.asarray([[3, 1], [4, 2]]))  # [batch, kv, 8, hd]
-        assert rows.shape == (2, kv_heads, 2 * page_size, hd)
-        np.testing.assert_array_equal(rows[0, :, 2:5], new[0].transpose(1, 0, 2))
-        np.testing.assert_array_equal(rows[1, :, 2:4], new[0, :2].transpose(1, 0, 2))  # copy
-        np.testing.assert_array_equal(rows[1, :, 4:7], new[1].transpose(1, 0, 2))
-        gathered.append(rows)
-    np.testing.assert_array_equal(*gathered)
+    for major in (False, True):
+        for tokens_last in (False, True):
+            layout = PageLayout(pages_major=major, tokens_last=tokens_last)
+            pages = jnp.zeros(layout.shape(5, kv_heads, page_size, hd))
+            assert layout.page_size(pages) == page_size and layout.kv_heads(pages) == kv_heads
+            pages = layout.write(pages, page, offset, new)
+            pages = layout.copy(pages, jnp.asarray([3]), jnp.asarray([4]))
+            rows = layout.gather(pages, jnp.asarray([[3, 1], [4, 2]]))
+            if tokens_last:  # [batch, kv, hd, 8] -> [batch, kv, 8, hd]
+                rows = rows.transpose(0, 1, 3, 2)
+            assert rows.shape == (2, kv_heads, 2 * page_size, hd)
+            np.testing.assert_array_equal(rows[0, :, 2:5], new[0].transpose(1, 0, 2))
+            np.testing.assert_array_equal(rows[1, :, 2:4], new[0, :2].transpose(1, 0, 2))  # copy
+            np.testing.assert_array_equal(rows[1, :, 4:7], new[1].transpose(1, 0, 2))
+            gathered.append(rows)
+    for rows in gathered[1:]:
+        np.testing.assert_array_equal(gathered[0], rows)
 
 
 def test_engine_with_the_pallas_kernel_decodes_like_the_xla_path(params):

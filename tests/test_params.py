@@ -16,7 +16,7 @@ from logos_jax.config import load_model_config
 from logos_jax.convert.hf2jax import hf_to_jax
 from logos_jax.errors import LogosError
 from logos_jax.model import Decoder, abstract_params, init_params, logical_axes
-from logos_jax.model.attention import PageLayout
+from logos_jax.model.attention import KVLayout
 from logos_jax.params import (
     from_hf_name,
     get_path,
@@ -84,7 +84,9 @@ def test_hf_map_round_trips_and_derived_trees_agree(preset, tied):
     assert not mask["embed_tokens"]["embedding"]
     assert role_of(("layers_3", "mlp", "down_proj", "weight")) == "kernel"
     kv_heads = table[("layers", "self_attn", "k_proj", "weight")].axes[0]
-    assert PageLayout(pages_major=False).axes[0] == PageLayout(pages_major=True).axes[1] == kv_heads
+    for layout in (KVLayout.for_kernel("xla"), KVLayout.for_kernel("pallas")):
+        for pages in (layout.k, layout.v):
+            assert pages.axes[1 - pages.page_axis] == kv_heads
 
 
 def test_model_reads_only_table_parameters():

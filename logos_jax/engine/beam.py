@@ -56,13 +56,12 @@ def beam_loop(
     sampling = programs.sampling
     max_new = sampling.max_new_tokens
     vocab = logits.shape[-1]
-    page_size = k[0].shape[2]
+    page_size = programs.page_size(v)
     beams = num_beams
     own = table
     first = prompt_len // page_size
     partial = jnp.full((beams,), partial_page)
-    copy_pages = programs.copy_pages
-    k, v = copy_pages(k, partial, own[:, first]), copy_pages(v, partial, own[:, first])
+    k, v = programs.copy_pages(k, v, partial, own[:, first])
     stop_ids = jnp.asarray(programs.stop_ids or (-1,), jnp.int32)
     pad_only = jnp.where(jnp.arange(vocab) == programs.pad_id, 0.0, NEG_INF)
 
@@ -108,7 +107,7 @@ def beam_loop(
         new_table = jnp.where(cols < current, take(c["table"]), own)
         src_page = jnp.take_along_axis(take(c["table"]), current[None, None], axis=1)[:, 0]
         dst_page = own[:, current]
-        k, v = copy_pages(c["k"], src_page, dst_page), copy_pages(c["v"], src_page, dst_page)
+        k, v = programs.copy_pages(c["k"], c["v"], src_page, dst_page)
         done, lengths = take(c["done"]), take(c["lengths"])
         raw = jax.nn.log_softmax(take(c["logits"]), axis=-1)
         token_lp = jnp.where(done, 0.0, jnp.take_along_axis(raw, token[:, None], axis=1)[:, 0])

@@ -45,6 +45,7 @@ from logos_jax.engine.pages import SCRATCH_PAGE, PagePool, bucket, pages_for
 from logos_jax.engine.programs import DECODE_HEAD, Programs
 from logos_jax.engine.state import EngineState, init_state, select_slots
 from logos_jax.model import kernels_to_in_out, unstack_layers
+from logos_jax.model.attention import PageLayout
 from logos_jax.params import get_path, head_path
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import SamplingConfig
@@ -232,11 +233,13 @@ class SpeculationStats:
 PAGED_KERNELS = ("auto", "xla", "pallas", "pallas_interpret")
 
 
-# Tokens per page and per attention block, per decode kernel. The XLA loop gathers a block of whole
-# pages per row each step: one 64-token page at a time measured fastest on a 2-core CPU (32 rows x
-# 700 tokens, one layer: 3.7 ms, vs 5.8 ms for two 16-token pages and 12.5 ms for eight 16-token
-# pages in the Pallas layout). The Pallas kernels keep the pages and blocks they are tuned for.
-PAGING = {"xla": (64, 64), "pallas": (16, 128), "pallas_interpret": (16, 128)}
+# Tokens per page and per attention block, per decode kernel. The XLA loop reads one whole page per
+# row each step; on a 2-core CPU (one layer, 32 rows x 512 tokens, 4 kv heads / 64 rows x 512, 2
+# kv heads) 128-token pages beat 64-token ones (2.6 vs 3.0 ms, 1.3 vs 1.8 ms: fewer loop steps),
+# 32-token pages lose (3.3, 2.3 ms), and 256-token ones gain nothing more at 512 tokens while
+# doubling what a row's last page wastes. The Pallas kernels keep the pages and blocks they are
+# tuned for.
+PAGING = {"xla": (128, 128), "pallas": (16, 128), "pallas_interpret": (16, 128)}
 
 
 def resolve_paged_kernel(kernel: str, mesh: Mesh | None) -> str:
@@ -488,10 +491,18 @@ class Engine:
             if not isinstance(weights, NamedSharding):
                 return None
             return NamedSharding(weights.mesh, PartitionSpec())
-        layout, config = self.programs.layout, self.config
-        shape = layout.shape(self._num_pages, config.num_kv_heads, self.page_size, config.head_dim)
-        pages = NamedSharding(mesh, logical_to_spec(layout.axes, shape, mesh, self.programs.rules))
-        return EngineState(k=pages, v=pages, slots=NamedSharding(mesh, PartitionSpec()))
+        config, rules = self.config, self.programs.rules
+        sizes = (self._num_pages, config.num_kv_heads, self.page_size, config.head_dim)
+
+        def pages(layout: PageLayout) -> NamedSharding:
+            return NamedSharding(
+                mesh, logical_to_spec(layout.axes, layout.shape(*sizes), mesh, rules)
+            )
+
+        layout = self.programs.layout
+        return EngineState(
+            k=pages(layout.k), v=pages(layout.v), slots=NamedSharding(mesh, PartitionSpec())
+        )
 
     def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, list[Completion]]]:
         """Yield ``(request index, completions in sample order)`` as each request finishes."""

@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 from logos_jax.config import ModelConfig
 from logos_jax.engine.state import EngineState
 from logos_jax.model import Decoder, PagedKV
-from logos_jax.model.attention import PageLayout
+from logos_jax.model.attention import KVLayout
 from logos_jax.model.layers import dtype_of
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import NEG_INF, SamplingConfig, repetition_penalty, sample_token
@@ -65,20 +65,30 @@ class Programs:
         )
 
     @property
-    def layout(self) -> PageLayout:
-        return PageLayout.for_kernel(self.paged_kernel)
+    def layout(self) -> KVLayout:
+        return KVLayout.for_kernel(self.paged_kernel)
 
-    def copy_pages(self, pages: Pages, src: jax.Array, dst: jax.Array) -> Pages:
-        """Page ``src[i]`` copied to page ``dst[i]`` in every layer (``[n]`` each)."""
-        return tuple(self.layout.copy(x, src, dst) for x in pages)
+    def page_size(self, v: Pages) -> int:
+        return self.layout.v.page_size(v[0])
+
+    def copy_pages(self, k: Pages, v: Pages, src: jax.Array, dst: jax.Array) -> tuple[Pages, Pages]:
+        """Page ``src[i]`` copied to page ``dst[i]`` (``[n]`` each) in every layer's keys and values."""
+        layout = self.layout
+        return (
+            tuple(layout.k.copy(x, src, dst) for x in k),
+            tuple(layout.v.copy(x, src, dst) for x in v),
+        )
 
     # ----- sharding (no-ops without a mesh) -----
     def constrain(self, x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
         return constrain(x, axes, self.mesh, self.rules)
 
     def constrain_pages(self, k: Pages, v: Pages) -> tuple[Pages, Pages]:
-        axes = self.layout.axes
-        return tuple(self.constrain(x, axes) for x in k), tuple(self.constrain(x, axes) for x in v)
+        layout = self.layout
+        return (
+            tuple(self.constrain(x, layout.k.axes) for x in k),
+            tuple(self.constrain(x, layout.v.axes) for x in v),
+        )
 
     def paged(
         self,
@@ -91,7 +101,7 @@ class Programs:
     ) -> PagedKV:
         """Page addressing for tokens at ``positions`` ``[rows, seq]``; attention reads the page
         blocks up to ``last_position`` [], the furthest position any row reaches in this call."""
-        page_size = k[0].shape[2]
+        page_size = self.page_size(v)
         block = self.block_pages * page_size
         return PagedKV(
             k,
@@ -196,10 +206,7 @@ class Programs:
             seen=None if s.seen is None else put(s.seen, seen),
             constraint_state=cstate,
         )
-        k, v = (
-            self.copy_pages(state.k, copy_src, copy_dst),
-            self.copy_pages(state.v, copy_src, copy_dst),
-        )
+        k, v = self.copy_pages(state.k, state.v, copy_src, copy_dst)
         return EngineState(*self.constrain_pages(k, v), slots=slots)
 
     # ----- decode -----
@@ -241,7 +248,7 @@ class Programs:
         """Run ``t`` tokens per row: tokens, positions ``[rows, t]``; page_table ``[rows, max_pages]``
         (idle rows: all scratch). Returns (k, v, logits ``[rows, t, vocab]``), each token's key/value
         written at its position in its row's pages."""
-        page_size = k[0].shape[2]
+        page_size = self.page_size(v)
         page = jnp.take_along_axis(page_table, positions // page_size, axis=1)
         live = jnp.any(page_table != 0, axis=1)
         last = jnp.max(jnp.where(live, positions[:, -1], 0))

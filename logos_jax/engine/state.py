@@ -1,7 +1,7 @@
 """The decode engine's device state: the KV page pool and a fixed table of sample slots.
 
 Everything here is a pytree of arrays with a leading slot axis (``[slots, ...]``) or the page
-pool (per layer, laid out as the decode kernel's ``PageLayout`` says); the jitted programs in
+pool (per layer, laid out as the decode kernel's ``KVLayout`` says); the jitted programs in
 ``logos_jax.engine.programs`` take it donated and return it updated in place.
 """
 
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from logos_jax.config import ModelConfig
-from logos_jax.model.attention import PageLayout
+from logos_jax.model.attention import KVLayout
 from logos_jax.model.layers import dtype_of
 
 __all__ = ["EngineState", "Slots", "init_state", "select_slots"]
@@ -47,7 +47,7 @@ class Slots:
 
 @flax.struct.dataclass
 class EngineState:
-    k: tuple[jax.Array, ...]  # per layer, ``PageLayout.shape``
+    k: tuple[jax.Array, ...]  # per layer, ``KVLayout.k.shape`` (v: ``KVLayout.v.shape``)
     v: tuple[jax.Array, ...]
     slots: Slots
 
@@ -58,13 +58,13 @@ def init_state(
     num_slots: int,
     num_pages: int,
     page_size: int,
-    layout: PageLayout,
+    layout: KVLayout,
     max_new_tokens: int,
     track_seen: bool,
     constraint_state: Any = None,
 ) -> EngineState:
     """Empty pages and idle slots. ``constraint_state``: one row's start state (broadcast to all)."""
-    shape = layout.shape(num_pages, config.num_kv_heads, page_size, config.head_dim)
+    sizes = (num_pages, config.num_kv_heads, page_size, config.head_dim)
     dtype = dtype_of(config.compute_dtype)
     vocab = config.vocab_size
 
@@ -94,8 +94,8 @@ def init_state(
     )
     layers = range(config.num_layers)
     return EngineState(
-        k=tuple(jnp.zeros(shape, dtype) for _ in layers),
-        v=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        k=tuple(jnp.zeros(layout.k.shape(*sizes), dtype) for _ in layers),
+        v=tuple(jnp.zeros(layout.v.shape(*sizes), dtype) for _ in layers),
         slots=slots,
     )
 

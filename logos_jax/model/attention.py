@@ -225,63 +225,89 @@ class AttentionKernel:
 
 @dataclasses.dataclass(frozen=True)
 class PageLayout:
-    """How one layer's KV pages are laid out, and the reads and writes that depend on it.
+    """How one layer's key (or value) pages are laid out, and the reads and writes that depend on it.
 
-    ``pages_major``: ``[pages, kv_heads, page_size, head_dim]``, a page one contiguous block (the
-    XLA paged attention gathers whole pages: 1.5x faster on CPU than the other order); otherwise
-    ``[kv_heads, pages, page_size, head_dim]``, the order the Pallas paged-attention kernels read.
-    Both keep ``page_size`` at axis 2.
+    ``pages_major``: ``[pages, kv_heads, ...]``, a page one contiguous block (the XLA paged
+    attention gathers whole pages: 1.5x faster on CPU than the other order); otherwise
+    ``[kv_heads, pages, ...]``, the order the Pallas paged-attention kernels read. A page is
+    ``[page_size, head_dim]``, or ``[head_dim, page_size]`` when ``tokens_last``: the XLA path
+    keeps keys that way, so scores are a plain ``[q, head_dim] x [head_dim, tokens]`` product
+    (XLA:CPU ran the transposed-operand form 4x slower, per block read).
     """
 
     pages_major: bool
-
-    @classmethod
-    def for_kernel(cls, kernel: str) -> PageLayout:
-        """The layout the decode kernel ``kernel`` ("xla", "pallas", "pallas_interpret") reads."""
-        return cls(pages_major=kernel == "xla")
+    tokens_last: bool = False
 
     @property
     def page_axis(self) -> int:
         return 0 if self.pages_major else 1
 
     def shape(self, num_pages: int, kv_heads: int, page_size: int, head_dim: int) -> tuple:
-        if self.pages_major:
-            return (num_pages, kv_heads, page_size, head_dim)
-        return (kv_heads, num_pages, page_size, head_dim)
+        lead = (num_pages, kv_heads) if self.pages_major else (kv_heads, num_pages)
+        return lead + ((head_dim, page_size) if self.tokens_last else (page_size, head_dim))
+
+    def page_size(self, pages: jax.Array) -> int:
+        return pages.shape[3 if self.tokens_last else 2]
+
+    def kv_heads(self, pages: jax.Array) -> int:
+        return pages.shape[1 - self.page_axis]
 
     @property
     def axes(self) -> tuple[str | None, ...]:
         """Logical axes: rows read any page, so pages are never split over the batch axes; heads
         follow the attention weights' split."""
-        if self.pages_major:
-            return (None, "kv_heads", None, "head_dim")
-        return ("kv_heads", None, None, "head_dim")
+        lead = (None, "kv_heads") if self.pages_major else ("kv_heads", None)
+        return lead + (("head_dim", None) if self.tokens_last else (None, "head_dim"))
 
     def write(
         self, pages: jax.Array, page: jax.Array, offset: jax.Array, new: jax.Array
     ) -> jax.Array:
         """``new`` ``[batch, seq, kv_heads, head_dim]`` written at page, offset ``[batch, seq]``."""
         new = new.astype(pages.dtype)
-        if self.pages_major:  # advanced indices around a slice: [batch, seq] leads the update
+        # Advanced indices around a slice put [batch, seq] first in the update; adjacent ones
+        # put it where they stand.
+        if self.tokens_last:
+            if self.pages_major:
+                return pages.at[page, :, :, offset].set(new)
+            return pages.at[:, page, :, offset].set(new)
+        if self.pages_major:
             return pages.at[page, :, offset].set(new)
         return pages.at[:, page, offset].set(new.transpose(2, 0, 1, 3))
 
     def gather(self, pages: jax.Array, cols: jax.Array) -> jax.Array:
-        """The pages ``cols`` ``[batch, n]`` of each row, in order:
-        ``[batch, kv_heads, n * page_size, head_dim]``."""
+        """The pages ``cols`` ``[batch, n]`` of each row, in order: ``[batch, kv_heads, n *
+        page_size, head_dim]``, or ``[batch, kv_heads, head_dim, n * page_size]`` when
+        ``tokens_last``."""
         batch, n = cols.shape
-        if self.pages_major:
-            picked = pages[cols].transpose(0, 2, 1, 3, 4)  # [batch, kv_heads, n, page_size, hd]
-        else:
-            picked = pages[:, cols].transpose(1, 0, 2, 3, 4)
-        kv_heads, page_size, hd = picked.shape[1], picked.shape[3], picked.shape[4]
-        return picked.reshape(batch, kv_heads, n * page_size, hd)
+        # picked: [batch, n, kv_heads, a, b] (pages-major) or [kv_heads, batch, n, a, b].
+        picked = pages[cols] if self.pages_major else pages[:, cols]
+        b, k, p = (0, 2, 1) if self.pages_major else (1, 0, 2)
+        if self.tokens_last:  # -> [batch, kv_heads, head_dim, n, page_size]
+            picked = picked.transpose(b, k, 3, p, 4)
+            return picked.reshape(batch, picked.shape[1], picked.shape[2], -1)
+        picked = picked.transpose(b, k, p, 3, 4)  # -> [batch, kv_heads, n, page_size, head_dim]
+        return picked.reshape(batch, picked.shape[1], -1, picked.shape[4])
 
     def copy(self, pages: jax.Array, src: jax.Array, dst: jax.Array) -> jax.Array:
         """Page ``src[i]`` copied to page ``dst[i]`` (``[n]`` each)."""
         if self.pages_major:
             return pages.at[dst].set(pages[src])
         return pages.at[:, dst].set(pages[:, src])
+
+
+@dataclasses.dataclass(frozen=True)
+class KVLayout:
+    """The page layouts of keys and of values, as the decode kernel reads them."""
+
+    k: PageLayout
+    v: PageLayout
+
+    @classmethod
+    def for_kernel(cls, kernel: str) -> KVLayout:
+        """The layouts the decode kernel ``kernel`` ("xla", "pallas", "pallas_interpret") reads."""
+        if kernel == "xla":
+            return cls(PageLayout(pages_major=True, tokens_last=True), PageLayout(pages_major=True))
+        return cls(PageLayout(pages_major=False), PageLayout(pages_major=False))
 
 
 @flax.struct.dataclass
@@ -310,12 +336,12 @@ class PagedKV:
     kernel: str = flax.struct.field(pytree_node=False, default="xla")
 
     @property
-    def page_size(self) -> int:
-        return self.k[0].shape[2]
+    def layout(self) -> KVLayout:
+        return KVLayout.for_kernel(self.kernel)
 
     @property
-    def layout(self) -> PageLayout:
-        return PageLayout.for_kernel(self.kernel)
+    def page_size(self) -> int:
+        return self.layout.v.page_size(self.v[0])
 
     def attend(
         self, layer: int, q: jax.Array, k: jax.Array, v: jax.Array, dtype: jnp.dtype
@@ -326,8 +352,8 @@ class PagedKV:
         if not isinstance(layer, int):
             raise ValueError("paged attention needs per-layer weights (scan_layers=False)")
         at = (self.write_page, self.write_offset)
-        k_layer = self.layout.write(self.k[layer], *at, k)
-        v_layer = self.layout.write(self.v[layer], *at, v)
+        k_layer = self.layout.k.write(self.k[layer], *at, k)
+        v_layer = self.layout.v.write(self.v[layer], *at, v)
         if self.kernel != "xla" and q.shape[1] == 1:
             out = pallas_paged_attention(
                 q,
@@ -362,11 +388,11 @@ def paged_attention(
     positions: jax.Array,
     num_blocks: jax.Array,
     block_pages: int,
-    layout: PageLayout,
+    layout: KVLayout,
     dtype: jnp.dtype,
 ) -> jax.Array:
     """Causal attention of q ``[batch, seq, heads, head_dim]`` at ``positions`` ``[batch, seq]`` over
-    one layer's k/v_pages (laid out as ``layout`` says).
+    one layer's k_pages and v_pages (laid out as ``layout.k`` and ``layout.v`` say).
 
     A loop over the first ``num_blocks`` blocks of ``block_pages`` columns of ``page_table``
     ``[batch, max_pages]`` with an online softmax (flash-decoding): each step gathers one block of
@@ -374,7 +400,7 @@ def paged_attention(
     temporary is larger than a block. Returns ``[batch, seq, heads * head_dim]`` in ``dtype``.
     """
     batch, seq, heads, hd = q.shape
-    kv_heads, page_size = k_pages.shape[1 - layout.page_axis], k_pages.shape[2]
+    kv_heads, page_size = layout.v.kv_heads(v_pages), layout.v.page_size(v_pages)
     group = heads // kv_heads
     width = block_pages * page_size
     rows = group * seq
@@ -382,13 +408,16 @@ def paged_attention(
     qh = q.reshape(batch, seq, kv_heads, group, hd).transpose(0, 2, 3, 1, 4)
     qh = qh.reshape(batch, kv_heads, rows, hd).astype(dtype)
     q_pos = jnp.broadcast_to(positions[:, None, :], (batch, group, seq)).reshape(batch, 1, rows, 1)
+    # Gathered keys / values are [.., tokens, head_dim], or [.., head_dim, tokens] if tokens_last.
+    score_dims = "bkqd,bkdt->bkqt" if layout.k.tokens_last else "bkqd,bktd->bkqt"
+    value_dims = "bkqt,bkdt->bkqd" if layout.v.tokens_last else "bkqt,bktd->bkqd"
 
     def body(j, carry):
         top, total, acc = carry
         cols = jax.lax.dynamic_slice_in_dim(page_table, j * block_pages, block_pages, axis=1)
-        keys = layout.gather(k_pages, cols).astype(dtype)  # [batch, kv_heads, width, head_dim]
-        values = layout.gather(v_pages, cols).astype(dtype)
-        scores = jnp.einsum("bkqd,bktd->bkqt", qh, keys, preferred_element_type=jnp.float32)
+        keys = layout.k.gather(k_pages, cols).astype(dtype)  # [batch, kv_heads, ...]
+        values = layout.v.gather(v_pages, cols).astype(dtype)
+        scores = jnp.einsum(score_dims, qh, keys, preferred_element_type=jnp.float32)
         kv_pos = j * width + jnp.arange(width)
         scores = jnp.where(kv_pos <= q_pos, scores * (hd**-0.5), MASK_VALUE)
         new_top = jnp.maximum(top, jnp.max(scores, axis=-1, keepdims=True))
@@ -396,7 +425,7 @@ def paged_attention(
         rescale = jnp.exp(top - new_top)
         total = total * rescale + jnp.sum(weights, axis=-1, keepdims=True)
         pv = jnp.einsum(
-            "bkqt,bktd->bkqd", weights.astype(dtype), values, preferred_element_type=jnp.float32
+            value_dims, weights.astype(dtype), values, preferred_element_type=jnp.float32
         )
         return new_top, total, acc * rescale + pv
 
