@@ -126,6 +126,24 @@ def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
     ]
 
 
+def test_prompts_of_many_lengths_compile_few_prefill_programs(params):
+    """Prompt chunks are 16 tokens times a power of four (at most ``prefill_chunk``): prompts of 28
+    to 217 tokens share two prefill programs instead of four powers of two."""
+    engine = make_engine(
+        params,
+        sampling=dataclasses.replace(GREEDY, max_new_tokens=1),
+        num_slots=2,
+        max_prompt_len=224,
+        prefill_chunk=256,
+    )
+    lengths = [28, 53, 104, 217]
+    run(engine, [Request([1 + i % 50 for i in range(n)], 1, 0) for n in lengths])
+    assert {k for k in engine.compiled_shapes if k[0] == "prefill"} == {
+        ("prefill", 64),
+        ("prefill", 256),
+    }
+
+
 def test_long_prompt_prefilled_in_chunks_equals_full_forward(params):
     prompt = [int(t) for t in np.random.default_rng(0).integers(1, 64, 70)]
     engine = make_engine(

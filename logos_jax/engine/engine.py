@@ -20,7 +20,7 @@ state) and yields each request's completions as soon as its last sample finishes
 
 The number of compiled programs is fixed per job: one admission program, one decode program per
 slot width (at most three: ``num_slots``, a quarter, a sixteenth) and its row selection, one
-prefill program per prompt-chunk length (powers of two up to ``prefill_chunk``). A sample's
+prefill program per prompt-chunk length (``MIN_CHUNK`` times powers of four, up to ``prefill_chunk``). A sample's
 tokens depend only on its prompt, seed and sample index, never on which slot it ran in or what
 ran beside it.
 """
@@ -374,7 +374,7 @@ class Engine:
         if pages is None:
             return None
         page_size = self.page_size
-        chunk = max(MIN_CHUNK, bucket(n, self.prefill_chunk))
+        chunk = MIN_CHUNK * bucket(-(-n // MIN_CHUNK), self.prefill_chunk // MIN_CHUNK, base=4)
         table = np.asarray(pages, np.int32)
         read = np.zeros((1, self.max_pages), np.int32)  # the prompt's page table, scratch after
         read[0, : len(table)] = table

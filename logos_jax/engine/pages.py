@@ -15,12 +15,12 @@ def pages_for(tokens: int, page_size: int) -> int:
     return -(-tokens // page_size)
 
 
-def bucket(n: int, cap: int) -> int:
-    """``n`` rounded up to a power of two (at least 1), at most ``cap``: the few static sizes that
-    bound how many programs a job compiles."""
+def bucket(n: int, cap: int, base: int = 2) -> int:
+    """``n`` rounded up to a power of ``base`` (at least 1), at most ``cap``: the few static sizes
+    that bound how many programs a job compiles."""
     size = 1
     while size < n:
-        size *= 2
+        size *= base
     return min(size, cap)
 
 
