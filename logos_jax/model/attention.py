@@ -314,9 +314,10 @@ class KVLayout:
 class PagedKV:
     """Every layer's keys and values in fixed-size pages, plus one model call's page addressing.
 
-    k, v: one array per layer, laid out as ``layout`` says (the kernel's ``PageLayout``); page 0
-    is scratch (padding tokens and idle rows write there; nothing reads it unmasked). For the call's tokens ``[batch, seq]``: ``write_page`` / ``write_offset``
-    say where each new key/value goes, ``positions`` are the tokens' positions in their sequence (a
+    k, v: one array per layer, laid out as ``layout.k`` / ``layout.v`` say (the kernel's
+    ``KVLayout``); page 0 is scratch (padding tokens and idle rows write there; nothing reads it
+    unmasked). For the call's tokens ``[batch, seq]``: ``write_page`` / ``write_offset`` say
+    where each new key/value goes, ``positions`` are the tokens' positions in their sequence (a
     row's sequence is laid out in its pages in order, position ``p`` at page
     ``page_table[row, p // page_size]``, offset ``p % page_size``). ``page_table``
     ``[batch, max_pages]`` (a multiple of ``block_pages`` wide) lists each row's pages; attention
