@@ -20,9 +20,9 @@ state) and yields each request's completions as soon as its last sample finishes
 
 The number of compiled programs is fixed per job: one admission program, one decode program per
 slot width (at most three: ``num_slots``, a quarter, a sixteenth) and its row selection, one
-prefill program per prompt-chunk length (``MIN_CHUNK`` times powers of four, up to ``prefill_chunk``). A sample's
-tokens depend only on its prompt, seed and sample index, never on which slot it ran in or what
-ran beside it.
+prefill program per prompt-chunk length (``MIN_CHUNK`` times a power of four, at most
+``prefill_chunk``). A sample's tokens depend only on its prompt, seed and sample index, never on
+which slot it ran in or what ran beside it.
 """
 
 from __future__ import annotations
