@@ -9,7 +9,7 @@ method:
              parameters); 1 USPTO-50K product x 32 samples, 1 round (its references alone take ~10
              min a round here). A random model almost never stops: rows run to 1000 tokens.
   small512   (ii) a random Llama with a small vocabulary (512 ids), hidden 512 x 6 layers (23.9M); 1
-             product (residue tokenizer) x 32 samples, 1 round (~8 min a round here).
+             product (residue tokenizer) x 32 samples, 2 rounds (~4 min a round here).
   trained    (iii) a small model (residue tokenizer, 119 ids, hidden 128 x 2 layers) trained for
              ``--train-steps`` (300) on the bundled mini corpus (USPTO-50K retrosyntheses and
              binding-site searches of logos_jax/assets/mini_corpus), exported with ``jax_to_hf`` so
@@ -112,7 +112,7 @@ class Bench:
 
 CONFIGS = {
     "llama128k": Bench("llama128k", "(i) random Llama, 128k vocab", 128256, 256, 4, 1, rounds=1),
-    "small512": Bench("small512", "(ii) random Llama, 512 vocab", 512, 512, 6, 1, rounds=1),
+    "small512": Bench("small512", "(ii) random Llama, 512 vocab", 512, 512, 6, 1),
     "trained": Bench("trained", "(iii) trained on the mini corpus", 0, 128, 2, 4, 2, True),
 }
 QUICK = dict(samples=4, new_tokens=32, short_tokens=16, train_steps=30, rounds=1)
