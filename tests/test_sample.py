@@ -147,7 +147,8 @@ def test_engine_state_starts_where_its_programs_leave_it():
             CFG, params, stop_ids=[], pad_id=0, sampling=GREEDY, mesh=mesh, paged_kernel=kernel
         )
         start = engine._state_shardings()
-        assert start.k.spec[kv_axis] == "tensor" and "tensor" not in start.k.spec[:kv_axis]
+        for spec in (start.k.spec, start.v.spec):
+            assert spec[kv_axis] == "tensor" and "tensor" not in spec[:kv_axis]
     list(engine.run([Request(PROMPTS[0], 2, 0)]))
     assert engine.state.k[0].sharding.is_equivalent_to(start.k, 4)
     one = make_mesh(MeshConfig(num_devices=1))  # the mesh `load_model` places weights on

@@ -43,9 +43,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from logos_jax.config import ModelConfig
 from logos_jax.engine.pages import SCRATCH_PAGE, PagePool, bucket, pages_for
 from logos_jax.engine.programs import DECODE_HEAD, Programs
-from logos_jax.engine.state import EngineState, init_state, select_slots
+from logos_jax.engine.state import EngineState, init_state, page_shapes, select_slots
 from logos_jax.model import kernels_to_in_out, unstack_layers
-from logos_jax.model.attention import PageLayout
 from logos_jax.params import get_path, head_path
 from logos_jax.sample.constraints import Constraint
 from logos_jax.sample.processors import SamplingConfig
@@ -491,18 +490,13 @@ class Engine:
             if not isinstance(weights, NamedSharding):
                 return None
             return NamedSharding(weights.mesh, PartitionSpec())
-        config, rules = self.config, self.programs.rules
-        sizes = (self._num_pages, config.num_kv_heads, self.page_size, config.head_dim)
-
-        def pages(layout: PageLayout) -> NamedSharding:
-            return NamedSharding(
-                mesh, logical_to_spec(layout.axes, layout.shape(*sizes), mesh, rules)
-            )
-
-        layout = self.programs.layout
-        return EngineState(
-            k=pages(layout.k), v=pages(layout.v), slots=NamedSharding(mesh, PartitionSpec())
+        layout, rules = self.programs.layout, self.programs.rules
+        shapes = page_shapes(self.config, layout, self._num_pages, self.page_size)
+        k, v = (
+            NamedSharding(mesh, logical_to_spec(pages.axes, shape, mesh, rules))
+            for pages, shape in zip((layout.k, layout.v), shapes, strict=True)
         )
+        return EngineState(k=k, v=v, slots=NamedSharding(mesh, PartitionSpec()))
 
     def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, list[Completion]]]:
         """Yield ``(request index, completions in sample order)`` as each request finishes."""

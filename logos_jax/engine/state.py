@@ -17,7 +17,7 @@ from logos_jax.config import ModelConfig
 from logos_jax.model.attention import KVLayout
 from logos_jax.model.layers import dtype_of
 
-__all__ = ["EngineState", "Slots", "init_state", "select_slots"]
+__all__ = ["EngineState", "Slots", "init_state", "page_shapes", "select_slots"]
 
 
 @flax.struct.dataclass
@@ -52,6 +52,14 @@ class EngineState:
     slots: Slots
 
 
+def page_shapes(
+    config: ModelConfig, layout: KVLayout, num_pages: int, page_size: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """One layer's key pages' shape and value pages' shape, as ``layout`` lays them out."""
+    sizes = (num_pages, config.num_kv_heads, page_size, config.head_dim)
+    return layout.k.shape(*sizes), layout.v.shape(*sizes)
+
+
 def init_state(
     config: ModelConfig,
     *,
@@ -64,7 +72,7 @@ def init_state(
     constraint_state: Any = None,
 ) -> EngineState:
     """Empty pages and idle slots. ``constraint_state``: one row's start state (broadcast to all)."""
-    sizes = (num_pages, config.num_kv_heads, page_size, config.head_dim)
+    k_shape, v_shape = page_shapes(config, layout, num_pages, page_size)
     dtype = dtype_of(config.compute_dtype)
     vocab = config.vocab_size
 
@@ -94,8 +102,8 @@ def init_state(
     )
     layers = range(config.num_layers)
     return EngineState(
-        k=tuple(jnp.zeros(layout.k.shape(*sizes), dtype) for _ in layers),
-        v=tuple(jnp.zeros(layout.v.shape(*sizes), dtype) for _ in layers),
+        k=tuple(jnp.zeros(k_shape, dtype) for _ in layers),
+        v=tuple(jnp.zeros(v_shape, dtype) for _ in layers),
         slots=slots,
     )
 

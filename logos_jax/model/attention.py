@@ -340,10 +340,6 @@ class PagedKV:
     def layout(self) -> KVLayout:
         return KVLayout.for_kernel(self.kernel)
 
-    @property
-    def page_size(self) -> int:
-        return self.layout.v.page_size(self.v[0])
-
     def attend(
         self, layer: int, q: jax.Array, k: jax.Array, v: jax.Array, dtype: jnp.dtype
     ) -> tuple[jax.Array, PagedKV]:
