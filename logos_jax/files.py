@@ -12,6 +12,8 @@ file keeps its mode, a new one gets ``0666 & ~umask`` (files) or ``0777 & ~umask
 
 Temporary folders are named ``.<name>.tmp-<pid>-<random>``; ``remove_stale_temps`` deletes those of
 processes that no longer run (a killed ``hf2jax`` would otherwise leave a model-sized hidden folder).
+Temporary files (``.<name>.<random>.tmp``) carry no process id: ``remove_temp_files`` deletes them
+from a folder whose only writer is known to be gone (a resumed build's own output).
 """
 
 from __future__ import annotations
@@ -167,6 +169,15 @@ def remove_stale_temps(target: Path) -> list[Path]:
         if match and entry.is_dir() and not _alive(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
+    return removed
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the ``atomic_path`` temporaries (``.<name>.<random>.tmp``) anywhere under ``folder``;
+    only for a folder no running process writes. Returns the removed paths."""
+    removed = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
     return removed
 
 

@@ -115,6 +115,20 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
+def test_resume_deletes_a_killed_runs_half_written_shard(built, small_config, tmp_path):
+    """A kill during a shard's write leaves its ``atomic_path`` temporary; the resumed build deletes
+    it (the chunk has no marker, so it is redone) and ends byte-identical to an uninterrupted one."""
+    reference, _ = built
+    out = tmp_path / "resumed"
+    (out / ".work").mkdir(parents=True)
+    stale = out / "train" / "protein" / ".proteome-00003.array_record.5das994h.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a shard")
+    build_corpus(load_build_config(small_config), out, workers=1)
+    assert not stale.exists()
+    assert _tree(out) == _tree(reference)
+
+
 def test_kill_and_resume_gives_the_uninterrupted_corpus(built, small_config, tmp_path):
     reference, _ = built
     out = tmp_path / "killed"

@@ -5,7 +5,7 @@ chunks of ``records_per_shard`` raw records. A chunk is the unit of work and of 
 process encodes every record with every layout of its source (``logos_jax.grammar.encode_record``),
 tokenizes, and writes that chunk's shards (one per split and modality it produced) and then a small
 ``.work/<source>-NNNNN.json`` marker. A rerun after a kill skips chunks that have a marker, so
-finished shards are never redone; when all chunks are done the markers are merged into
+finished shards are never redone, and deletes the temporaries of shards the kill cut short; when all chunks are done the markers are merged into
 ``manifest.json``, ``rejects.jsonl`` and ``heldout/*.jsonl`` and ``.work`` is removed.
 
 Determinism: a chunk's output depends only on its records, the seed and the config, never on the
@@ -58,7 +58,14 @@ from logos_jax.data.corpus import (
 )
 from logos_jax.data.sources import FORMATS, RawRecord, read_source, structure_record
 from logos_jax.errors import LogosError
-from logos_jax.files import atomic_folder, atomic_open, atomic_path, atomic_write_text, make_dir
+from logos_jax.files import (
+    atomic_folder,
+    atomic_open,
+    atomic_path,
+    atomic_write_text,
+    make_dir,
+    remove_temp_files,
+)
 from logos_jax.grammar.chem import SMILES_CHECKS, smiles_checker
 from logos_jax.validate import MALFORMED_RECORD, check_fields, check_ranges, check_value
 
@@ -618,6 +625,8 @@ def build_corpus(config: BuildConfig, out_dir: str | Path, *, workers: int | Non
     if _check_previous(out, stamp):
         print(f"{out}: already built from this config; delete it to rebuild", file=sys.stderr)
         return json.loads((out / MANIFEST).read_text())
+    if (out / WORK_DIR).is_dir():  # a killed run's half-written shards: redone below, not kept
+        remove_temp_files(out)
     (out / WORK_DIR).mkdir(exist_ok=True)
     write_json_atomic(out / WORK_DIR / "build.json", stamp)
     tokenizer_dir = _prepare_tokenizer(config.tokenizer, out)
