@@ -10,10 +10,11 @@ name but wrong for the file it becomes: a shared cluster's other users could not
 Everything renamed into place here gets what ``open()`` / ``mkdir`` would have given: a replaced
 file keeps its mode, a new one gets ``0666 & ~umask`` (files) or ``0777 & ~umask`` (folders).
 
-Temporary folders are named ``.<name>.tmp-<pid>-<random>``; ``remove_stale_temps`` deletes those of
-processes that no longer run (a killed ``hf2jax`` would otherwise leave a model-sized hidden folder).
-Temporary files (``.<name>.<random>.tmp``) carry no process id: ``remove_temp_files`` deletes them
-from a folder whose only writer is known to be gone (a resumed build's own output).
+Temporary files and folders are named ``.<name>.tmp-<pid>-<random>``; before each write,
+``remove_stale_temps`` deletes the target's temporaries whose process no longer runs (a killed
+``hf2jax`` would otherwise leave a model-sized hidden folder, a killed job a half-written file).
+``remove_temp_files`` deletes every temporary file under a folder whose only writer is known to be
+gone (a resumed build's own output), whatever its process id.
 """
 
 from __future__ import annotations
@@ -54,14 +55,16 @@ def open_mode(path: str | Path) -> int:
 
 @contextmanager
 def atomic_path(path: str | Path, *, why: str = "write") -> Iterator[Path]:
-    """Yield a temporary file path beside ``path`` (``.<name>.<random>.tmp``) for a writer that takes
-    a path; when the block ends cleanly the file is synced to disk, given ``open_mode(path)`` and
-    renamed onto ``path``; when it raises, the temporary is deleted. A folder that cannot hold the
-    temporary is a LogosError ``cannot {why} {path}: {reason}``."""
+    """Yield a temporary file path beside ``path`` (``.<name>.tmp-<pid>-<random>``) for a writer that
+    takes a path; when the block ends cleanly the file is synced to disk, given ``open_mode(path)``
+    and renamed onto ``path``; when it raises, the temporary is deleted. Temporaries of ``path`` left
+    by killed processes are deleted first. A folder that cannot hold the temporary is a LogosError
+    ``cannot {why} {path}: {reason}``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        remove_stale_temps(path)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))
     except OSError as err:
         raise LogosError(f"cannot {why} {path}: {err.strerror or err}") from None
     os.close(fd)
@@ -136,13 +139,16 @@ def refuse_overwrite_input(output: str | Path, inputs: dict[str, str | Path | No
             )
 
 
+def temp_prefix(target: Path) -> str:
+    """The name of this process's temporaries of ``target``, up to the random part."""
+    return f".{target.name}.tmp-{os.getpid()}-"
+
+
 def temp_dir_beside(target: Path) -> Path:
     """A new temporary folder beside ``target`` named ``.<name>.tmp-<pid>-<random>``."""
     make_dir(target.parent)
     try:
-        return Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
-        )
+        return Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     except OSError as err:
         raise writable_error(target, err) from None
 
@@ -158,7 +164,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(target: Path) -> list[Path]:
-    """Delete ``temp_dir_beside(target)`` folders whose process is gone; returns the removed paths."""
+    """Delete the temporaries of ``target`` (files of ``atomic_path``, folders of
+    ``temp_dir_beside``) whose process is gone; returns the removed paths."""
     target = Path(target)
     if not target.parent.is_dir():
         return []
@@ -166,16 +173,21 @@ def remove_stale_temps(target: Path) -> list[Path]:
     removed = []
     for entry in target.parent.iterdir():
         match = pattern.match(entry.name)
-        if match and entry.is_dir() and not _alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
+        if match and not _alive(int(match.group(1))):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete the ``atomic_path`` temporaries (``.<name>.<random>.tmp``) anywhere under ``folder``;
-    only for a folder no running process writes. Returns the removed paths."""
-    removed = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    """Delete the ``atomic_path`` temporaries (``.<name>.tmp-<pid>-<random>``) anywhere under
+    ``folder``, whatever their process; only for a folder no running process writes. Returns the
+    removed paths."""
+    pattern = re.compile(r"\..+\.tmp-\d+-")
+    removed = [p for p in Path(folder).rglob(".*.tmp-*") if p.is_file() and pattern.match(p.name)]
     for path in removed:
         path.unlink(missing_ok=True)
     return removed

@@ -121,7 +121,7 @@ def test_resume_deletes_a_killed_runs_half_written_shard(built, small_config, tm
     reference, _ = built
     out = tmp_path / "resumed"
     (out / ".work").mkdir(parents=True)
-    stale = out / "train" / "protein" / ".proteome-00003.array_record.5das994h.tmp"
+    stale = out / "train" / "protein" / f".proteome-00003.array_record.tmp-{os.getpid()}-5das994h"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a shard")
     build_corpus(load_build_config(small_config), out, workers=1)

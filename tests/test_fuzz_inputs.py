@@ -394,6 +394,23 @@ def test_killed_conversion_temp_folders_are_removed(tmp_path):
     assert remove_stale_temps(tmp_path / "model") == []
 
 
+def test_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path):
+    """A process killed inside ``atomic_path`` leaves ``.<name>.tmp-<pid>-<random>``; the next
+    atomic write of that target deletes it, but not a live writer's nor another target's."""
+    dead_pid = 4194305  # above the largest pid Linux can assign (2**22)
+    stale = tmp_path / f".out.jsonl.tmp-{dead_pid}-abc"
+    stale.write_text("half a file")
+    live = tmp_path / f".out.jsonl.tmp-{os.getpid()}-xyz"
+    live.write_text("being written")
+    other = tmp_path / f".other.jsonl.tmp-{dead_pid}-abc"
+    other.write_text("another target's")
+    atomic_write_text(tmp_path / "out.jsonl", "{}\n")
+    assert (tmp_path / "out.jsonl").read_text() == "{}\n"
+    assert not stale.exists() and live.exists() and other.exists()
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == sorted(["out.jsonl", live.name, other.name])
+
+
 # ------------------------------------------------------------------------------ sampling JSONL
 
 
