@@ -11,8 +11,9 @@ method:
   small512   (ii) a random Llama with a small vocabulary (512 ids), hidden 512 x 6 layers (23.9M); 1
              product (residue tokenizer) x 32 samples, 2 rounds (~4 min a round here).
   trained    (iii) a small model (residue tokenizer, 119 ids, hidden 128 x 2 layers) trained for
-             ``--train-steps`` (300) on the bundled mini corpus (USPTO-50K retrosyntheses and
-             binding-site searches of logos_jax/assets/mini_corpus), exported with ``jax_to_hf`` so
+             ``--train-steps`` (600) on the bundled mini corpus (USPTO-50K retrosyntheses, 1/4 of the
+             batches, and binding-site searches, 3/4: ``train_retro_pocket``, the same model as
+             ``benchmarks/speculation.py``'s), exported with ``jax_to_hf`` so
              transformers runs the same weights; 4 held-out retro prompts + 2 pocket-search prompts
              x 32 samples, 2 rounds; they stop at realistic, varied lengths (a row that derails runs
              on to 1000). The prompts, stop fraction and lengths per kind are printed.
@@ -314,6 +315,25 @@ def prepare_random(bench: Bench, out: Path) -> dict:
     )
 
 
+TRAIN_RETRO = 800  # retrosyntheses trained on; the ones after them are (iii)'s held-out prompts
+
+
+def short_retro() -> list:
+    """The bundled retrosyntheses of at most 180 characters (training + held-out prompts)."""
+    return [r for r in retro_examples() if len(r.encode()) <= 180]
+
+
+def train_retro_pocket(tokenizer, steps: int):
+    """(iii)'s model (and ``benchmarks/speculation.py``'s): ``tiny_config`` trained on the first
+    ``TRAIN_RETRO`` short retrosyntheses (1/4 of the batches) and every bundled binding-site search
+    (3/4), so that both kinds of answer end where the data's do. Returns (config, params)."""
+    pockets = [p.encode() for p in pocket_examples()]
+    retro = [r.encode() for r in short_retro()[:TRAIN_RETRO]]
+    pocket_len = max(len(tokenizer.encode(p)) for p in pockets) + 1
+    groups = [(retro, 192, 32, 1), (pockets, -(-pocket_len // 64) * 64, 8, 3)]
+    return train_tiny(groups, tokenizer, steps, tiny_config(tokenizer))
+
+
 def prepare_trained(bench: Bench, out: Path, train_steps: int) -> dict:
     """(iii): train on bundled retro + pocket-search texts, save, export to HF; held-out retro
     prompts and pocket-search prompts (``text + <ProteinS>``, as the released scripts send)."""
@@ -324,15 +344,9 @@ def prepare_trained(bench: Bench, out: Path, train_steps: int) -> dict:
     from logos_jax.grammar import tags
 
     tokenizer = residue_tokenizer(out / "tokenizer")
-    retro = [r for r in retro_examples() if len(r.encode()) <= 180]
+    held_out = short_retro()[TRAIN_RETRO:]
     pockets = pocket_examples()
-    train_retro, held_out = retro[:800], retro[800:]
-    pocket_len = max(len(tokenizer.encode(p.encode())) for p in pockets) + 1
-    groups = [
-        ([r.encode() for r in train_retro], 192, 32, 3),
-        ([p.encode() for p in pockets], -(-pocket_len // 64) * 64, 8, 1),
-    ]
-    config, params = train_tiny(groups, tokenizer, train_steps, tiny_config(tokenizer))
+    config, params = train_retro_pocket(tokenizer, train_steps)
     save_model(out / "logos", config, params, out / "tokenizer")
     jax_to_hf(out / "logos", out / "hf", progress=False)
     texts = [r.prompt() for r in held_out[: bench.retro_prompts]]
@@ -859,7 +873,7 @@ def parse_args() -> argparse.Namespace:
     add("--short-tokens", type=int, default=128, help="ms/step: the short max_new_tokens")
     add("--slots", type=int, default=64, help="ours: rows decoded together")
     add("--hf-logits-gb", type=float, default=4.5, help="(b): held logits per generate call")
-    add("--train-steps", type=int, default=None, help="(iii) 300, constrained study 600")
+    add("--train-steps", type=int, default=600, help="(iii) and the constrained study")
     add("--train-examples", type=int, default=400, help="constrained study: per task")
     add("--workdir", default=None, help="prepared models go here (reused when present)")
     add("--skip-steps", action="store_true", help="skip the ms/step measurement")
@@ -872,8 +886,6 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    if args.train_steps is None:
-        args.train_steps = 600 if args.study == "constrained" else 300
     return args
 
 

@@ -54,10 +54,8 @@ from sample import (  # noqa: E402
     SETTINGS,
     pocket_examples,
     residue_tokenizer,
-    retro_examples,
     run_child,
-    tiny_config,
-    train_tiny,
+    train_retro_pocket,
 )
 
 METHODS = ("plain", "spec")
@@ -69,18 +67,14 @@ def model_folder(args: argparse.Namespace) -> Path:
 
 
 def prepare(folder: Path, steps: int) -> None:
-    """The model: ``benchmarks/sample.py``'s (iii) shape, trained on the bundled binding-site
-    searches (3/4 of the batches) and USPTO-50K retrosyntheses (1/4), saved with its tokenizer."""
+    """The model: ``benchmarks/sample.py``'s (iii) model (``train_retro_pocket``), saved with its
+    tokenizer."""
     if (folder / "logos").is_dir():
         return
     from logos_jax.checkpoint import save_model
 
     tokenizer = residue_tokenizer(folder / "tokenizer")
-    pockets = [p.encode() for p in pocket_examples()]
-    retro = [r.encode() for r in retro_examples() if len(r.encode()) <= 180][:800]
-    pocket_len = max(len(tokenizer.encode(p)) for p in pockets) + 1
-    groups = [(retro, 192, 32, 1), (pockets, -(-pocket_len // 64) * 64, 8, 3)]
-    config, params = train_tiny(groups, tokenizer, steps, tiny_config(tokenizer))
+    config, params = train_retro_pocket(tokenizer, steps)
     save_model(folder / "logos", config, params, folder / "tokenizer")
 
 
