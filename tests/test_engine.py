@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from logos_jax.engine import Engine, Request
+from logos_jax.engine.narrowing import NarrowingRent, narrower_width
 from logos_jax.engine.pages import PagePool, pages_for
 from logos_jax.engine.programs import lm_head
 from logos_jax.model import Decoder, init_params
@@ -107,7 +108,7 @@ def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
     stop = [17, 33]
     requests = [Request(p, 5, 100 + i) for i, p in enumerate(prompts)]
     narrow = make_engine(params, sampling, stop, num_slots=3, steps_per_call=4)
-    wide = make_engine(params, sampling, stop, num_slots=64, steps_per_call=2)
+    wide = make_engine(params, sampling, stop, num_slots=64, steps_per_call=2, narrow_after=0)
     got, want = run(narrow, requests), run(wide, requests)
     lengths = {len(c.tokens) for out in want for c in out}
     assert len(lengths) > 1  # real, varied stops
@@ -124,6 +125,56 @@ def test_continuous_batching_refills_slots_and_matches_a_wide_batch(params):
     assert [[c.tokens.tolist() for c in r] for r in again] == [
         [c.tokens.tolist() for c in r] for r in want
     ]
+
+
+def test_a_table_that_never_narrows_gives_the_same_tokens(params):
+    """Narrowing waits until the idle slots have wasted what a new program costs: with that cost
+    out of reach the wide table decodes the whole tail, one decode program, the same tokens."""
+    prompts = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13], [2, 3]]
+    sampling = dataclasses.replace(SAMPLED, max_new_tokens=12)
+    requests = [Request(p, 5, 100 + i) for i, p in enumerate(prompts)]
+    eager = make_engine(params, sampling, [17, 33], num_slots=64, steps_per_call=2, narrow_after=0)
+    never = make_engine(
+        params, sampling, [17, 33], num_slots=64, steps_per_call=2, narrow_after=1e9
+    )
+    want, got = run(eager, requests), run(never, requests)
+    assert [[c.tokens.tolist() for c in r] for r in got] == [
+        [c.tokens.tolist() for c in r] for r in want
+    ]
+    assert {k[2] for k in never.compiled_shapes if k[0] == "decode"} == {64}
+    assert min(k[2] for k in eager.compiled_shapes if k[0] == "decode") < 64
+    assert never.narrowing.waste > 0  # the tail's idle slots were counted
+
+
+def test_narrowing_rent_measures_a_programs_cost_and_narrows_once_it_is_wasted():
+    rent = NarrowingRent()
+    assert not rent.due(ready=False)  # cost unknown: keep the table
+    assert rent.due(ready=True)  # a prepared program costs nothing
+    rent.record(1.32, steps=16, prepared=True, idle_share=0.0)  # 1.0 s preparing + 16 x 20 ms
+    rent.record(0.32, steps=16, prepared=False, idle_share=0.0)
+    assert rent.cost == pytest.approx(1.0)
+    rent.record(0.32, steps=16, prepared=False, idle_share=0.75)
+    assert rent.waste == pytest.approx(0.24) and not rent.due(ready=False)
+    for _ in range(3):
+        rent.record(0.32, steps=16, prepared=False, idle_share=0.75)
+    assert rent.waste == pytest.approx(0.96) and not rent.due(ready=False)
+    rent.record(0.32, steps=16, prepared=False, idle_share=0.75)
+    assert rent.due(ready=False)
+    # A prepared call that ran fewer steps: its steps are priced at the next call's rate.
+    short = NarrowingRent()
+    short.record(0.5, steps=4, prepared=True, idle_share=0.0)
+    short.record(0.16, steps=16, prepared=False, idle_share=0.0)
+    assert short.cost == pytest.approx(0.46)
+    assert NarrowingRent(cost=0.0).due(ready=False)
+
+
+def test_narrower_width_divides_by_four_down_to_a_sixteenth_in_whole_shards():
+    assert narrower_width(64, live=40, num_slots=64, shards=1) == 64
+    assert narrower_width(64, live=16, num_slots=64, shards=1) == 16
+    assert narrower_width(64, live=1, num_slots=64, shards=1) == 4  # not below 64 // 16
+    assert narrower_width(16, live=3, num_slots=64, shards=1) == 4
+    assert narrower_width(64, live=1, num_slots=64, shards=8) == 16  # 4 is not a multiple of 8
+    assert narrower_width(3, live=0, num_slots=3, shards=1) == 3
 
 
 def test_prompts_of_many_lengths_compile_few_prefill_programs(params):

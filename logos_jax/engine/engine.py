@@ -14,9 +14,11 @@ state) and yields each request's completions as soon as its last sample finishes
    longest live row, so it costs what is in the cache, not ``max_new_tokens``.
 3. **Collection.** Finished rows are read back, their pages freed, their slots reused.
 4. **Narrowing.** Once no request waits, idle slots would still cost a full step each (the step
-   has fixed shapes): when the live rows fit in a quarter of the slots, they move to the front of
-   a table a quarter as wide (down to 1/16) and later calls decode only those. Outputs are unchanged
-   (a row carries its own random key, step and tokens); the full width returns with the next run.
+   has fixed shapes): when the live rows fit in a quarter of the slots, they can move to the front
+   of a table a quarter as wide (down to 1/16) and later calls decode only those. A narrower table
+   is one more program to prepare, so it happens once the idle slots have wasted what that costs
+   (``engine.narrowing``: ski rental). Outputs are unchanged (a row carries its own random key,
+   step and tokens); the full width returns with the next run.
 
 The number of compiled programs is fixed per job: one admission program, one decode program per
 slot width (at most three: ``num_slots``, a quarter, a sixteenth) and its row selection, one
@@ -41,6 +43,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from logos_jax.config import ModelConfig
+from logos_jax.engine.narrowing import NarrowingRent, narrower_width
 from logos_jax.engine.pages import SCRATCH_PAGE, PagePool, bucket, pages_for
 from logos_jax.engine.programs import DECODE_HEAD, Programs
 from logos_jax.engine.state import EngineState, init_state, page_shapes, select_slots
@@ -52,10 +55,6 @@ from logos_jax.sharding import DEFAULT_RULES, Rules, batch_shards, logical_to_sp
 
 MIN_CHUNK = 16
 FIRST_DRAFT = 4  # speculation starts with drafts this long, then adapts (``SpeculationStats``)
-# A slot table narrows by NARROWING at a time, to num_slots // NARROWEST at the least: at most two
-# more decode programs to compile (each costs seconds; on a large model, more than the tail saves).
-NARROWING = 4
-NARROWEST = 16
 
 
 class DecodeWeights(NamedTuple):
@@ -267,6 +266,9 @@ class Engine:
     constraint can draft (``ProteinCopy``: answers that copy the prompt); 0 = off. The draft length
     starts at ``FIRST_DRAFT`` and adapts to the acceptance rate and measured speed (powers of two up
     to ``speculate``); outputs do not depend on it (see ``Programs.speculative_step``).
+    ``narrow_after``: seconds of decode time the idle slots of a job's tail may waste before the
+    slot table narrows (see ``engine.narrowing``); default: what preparing a decode program took
+    in this job; 0 = narrow as soon as the live rows fit.
     """
 
     def __init__(
@@ -291,6 +293,7 @@ class Engine:
         mesh: Mesh | None = None,
         rules: Rules = DEFAULT_RULES,
         speculate: int = 0,
+        narrow_after: float | None = None,
     ):
         self.config = config
         kernel = resolve_paged_kernel(paged_kernel, mesh)
@@ -346,6 +349,7 @@ class Engine:
         self._select_program = jax.jit(select_slots)  # a new width: nothing to donate into
         self.compiled_shapes: set[tuple] = set()
         self._programs: dict[tuple, Any] = {}
+        self.narrowing = NarrowingRent(narrow_after)
 
     @property
     def params(self) -> dict:
@@ -502,6 +506,7 @@ class Engine:
         """Yield ``(request index, completions in sample order)`` as each request finishes."""
         requests = list(requests)
         self._check(requests)
+        self.narrowing.waste = 0.0
         waiting = collections.deque(enumerate(requests))
         open_prompts: collections.deque[_Prompt] = collections.deque()
         rows: list[_Row | None] = [None] * self.num_slots
@@ -531,8 +536,9 @@ class Engine:
                     raise RuntimeError("the KV page pool is too small for one prompt and sample")
                 break
             pending = bool(waiting or open_prompts)
+            idle_share = 0.0
             if not pending:
-                rows = self._narrow(rows)
+                rows, idle_share = self._narrow(rows)
             self._grow_pages(rows)
             table = self._page_table(rows)
             refill_at = max(1, len(rows) // 8) if pending else len(rows) + 1
@@ -549,27 +555,23 @@ class Engine:
                 steps=self.steps_per_call,
                 draft_len=self.draft_len,
             )
-            yield from self._collect(rows, max_new, None if compiles else started)
+            yield from self._collect(rows, max_new, started, compiles, idle_share)
 
-    def _narrow(self, rows: list[_Row | None]) -> list[_Row | None]:
-        """``rows`` moved to a narrower slot table when the live ones fit in a ``NARROWING``-th of it
-        (widths: ``num_slots`` divided by powers of ``NARROWING``, down to ``num_slots //
-        NARROWEST``, multiples of ``slot_shards``); the same list otherwise."""
+    def _narrow(self, rows: list[_Row | None]) -> tuple[list[_Row | None], float]:
+        """``rows`` moved to the narrower slot table they fit in (``narrower_width``) when
+        ``self.narrowing`` says it is due, with 0; else the same list and the share of its slots
+        the narrower table would drop (0 when none fits)."""
         live = [i for i, r in enumerate(rows) if r is not None]
-        width, floor = len(rows), self.num_slots // NARROWEST
-        while (
-            width % NARROWING == 0
-            and (width // NARROWING) % self.slot_shards == 0
-            and width // NARROWING >= floor
-            and len(live) <= width // NARROWING
-        ):
-            width //= NARROWING
+        width = narrower_width(len(rows), len(live), self.num_slots, self.slot_shards)
         if width == len(rows):
-            return rows
+            return rows, 0.0
+        if not self.narrowing.due(("decode", self.draft_len, width) in self.compiled_shapes):
+            return rows, 1 - width / len(rows)
+        self.narrowing.waste = 0.0
         idle = [i for i, r in enumerate(rows) if r is None]
         order = np.asarray(live + idle[: width - len(live)], np.int32)
         self._select_slots(order, np.arange(width) < len(live))
-        return [rows[i] for i in order]
+        return [rows[i] for i in order], 0.0
 
     def _select_slots(self, order: np.ndarray, active: np.ndarray) -> None:
         """The slot table becomes the slots ``order`` ``[width]`` (in that order); ``active`` ``[width]``
@@ -604,17 +606,25 @@ class Engine:
         return table
 
     def _collect(
-        self, rows: list[_Row | None], max_new: int, started: float | None
+        self,
+        rows: list[_Row | None],
+        max_new: int,
+        started: float,
+        compiled: bool,
+        idle_share: float,
     ) -> Iterator[tuple[int, list[Completion]]]:
         """Read back the rows that finished, free their pages and slots, yield finished requests.
-        ``started``: when the decode call began (None when it compiled a program)."""
+        ``started``: when the decode call began; ``compiled``: it prepared its program first;
+        ``idle_share``: the share of its slots a narrower table would have dropped."""
         s = self.state.slots
         finished, stopped, seq_len, drafted, accepted = jax.device_get(
             (s.finished, s.stopped, s.seq_len, s.drafted, s.accepted)
         )
+        seconds = time.perf_counter() - started
+        advanced = [int(seq_len[i]) - r.seq_len for i, r in enumerate(rows) if r is not None]
+        self.narrowing.record(seconds, max(advanced, default=0), compiled, idle_share)
         if self.max_draft:
-            emitted = sum(int(seq_len[i]) - r.seq_len for i, r in enumerate(rows) if r is not None)
-            speed = None if started is None else emitted / (time.perf_counter() - started)
+            speed = None if compiled else sum(advanced) / seconds
             self.draft_len = self.speculation.update(
                 int(drafted.sum()), int(accepted.sum()), self.draft_len, self.max_draft, speed
             )
