@@ -171,13 +171,20 @@ def remove_stale_temps(target: Path) -> list[Path]:
         return []
     pattern = re.compile(re.escape(f".{target.name}.tmp-") + r"(\d+)-")
     removed = []
-    for entry in target.parent.iterdir():
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:  # a folder we may write to but not list: nothing to clean
+        return []
+    for entry in entries:
         match = pattern.match(entry.name)
         if match and not _alive(int(match.group(1))):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink(missing_ok=True)
+            except OSError:  # another user's, or gone meanwhile: not ours to insist on
+                continue
             removed.append(entry)
     return removed
 
