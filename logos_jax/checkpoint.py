@@ -30,7 +30,7 @@ from logos_jax.checkpoint_steps import committed_steps
 from logos_jax.config import ModelConfig, load_model_config, save_model_config
 from logos_jax.convert.hf_folder import checked_tensors, hf_config, is_hf_folder
 from logos_jax.convert.safetensors_io import map_tensor
-from logos_jax.errors import LogosError
+from logos_jax.errors import LogosError, quiet_closed_loop_reports
 from logos_jax.model import abstract_params, to_layer_stacking
 from logos_jax.model_folder import (
     MODEL_CONFIG,
@@ -61,6 +61,7 @@ def _read_tree(path: Path, read: Any) -> Any:
     """``read(handler, absolute path)`` with Orbax's tree handler. The handler, not a
     ``Checkpointer``: a training step's ``params`` item has no ``_CHECKPOINT_METADATA`` of its own
     (the step folder holds it), and a ``Checkpointer`` warns about that on every load."""
+    quiet_closed_loop_reports()
     handler = ocp.StandardCheckpointHandler()
     try:
         return read(handler, Path(path).absolute())

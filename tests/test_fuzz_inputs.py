@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from logos_jax import jsonl_io
 from logos_jax.cli import main
 from logos_jax.config import ModelConfig, save_model_config
-from logos_jax.errors import LogosError
+from logos_jax.errors import LogosError, quiet_closed_loop_reports
 from logos_jax.files import atomic_write_text, public_mode, remove_stale_temps, umask
 from logos_jax.model_folder import atomic_folder
 from logos_jax.tokenizer import LogosTokenizer, build_residue_tokenizer
@@ -1159,6 +1159,27 @@ TINY_RUN = [
 ]
 
 
+def test_closed_loop_reports_of_failed_orbax_reads_are_dropped(monkeypatch):
+    """Reads still in flight when Orbax closes a failed restore's event loop report "Event loop is
+    closed" from their threads; those reports are dropped, any other still reaches the hook."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_value))
+    quiet_closed_loop_reports()
+    quiet_closed_loop_reports()  # idempotent: one filter
+
+    class Reports:
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    Reports(RuntimeError("Event loop is closed"))
+    Reports(ValueError("something else"))
+    assert [type(e) for e in seen] == [ValueError]
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_corrupt_latest_checkpoint_falls_back_and_shapes_are_checked(tmp_path, capsys, monkeypatch):
     import shutil
 

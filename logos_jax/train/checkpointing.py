@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from logos_jax.checkpoint_steps import committed_steps
-from logos_jax.errors import LogosError
+from logos_jax.errors import LogosError, quiet_closed_loop_reports
 from logos_jax.train.step import StatePlacement, TrainState
 
 ITEMS = ("params", "opt_state", "meta", "data")
@@ -158,6 +158,7 @@ class TrainCheckpointer:
         )
 
     def _restore(self, step: int, placement: StatePlacement, source: Any) -> TrainState:
+        quiet_closed_loop_reports()
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
