@@ -5,8 +5,9 @@ chunks of ``records_per_shard`` raw records. A chunk is the unit of work and of 
 process encodes every record with every layout of its source (``logos_jax.grammar.encode_record``),
 tokenizes, and writes that chunk's shards (one per split and modality it produced) and then a small
 ``.work/<source>-NNNNN.json`` marker. A rerun after a kill skips chunks that have a marker, so
-finished shards are never redone, and deletes the temporaries of shards the kill cut short; when all chunks are done the markers are merged into
-``manifest.json``, ``rejects.jsonl`` and ``heldout/*.jsonl`` and ``.work`` is removed.
+finished shards are never redone, and deletes the temporaries of shards the kill cut short; when
+all chunks are done the markers are merged into ``manifest.json``, ``rejects.jsonl`` and
+``heldout/*.jsonl`` and ``.work`` is removed.
 
 Determinism: a chunk's output depends only on its records, the seed and the config, never on the
 number of workers or on a previous interrupted run, so a resumed build is byte-identical to an
@@ -626,6 +627,8 @@ def build_corpus(config: BuildConfig, out_dir: str | Path, *, workers: int | Non
         print(f"{out}: already built from this config; delete it to rebuild", file=sys.stderr)
         return json.loads((out / MANIFEST).read_text())
     if (out / WORK_DIR).is_dir():  # a killed run's half-written shards: redone below, not kept
+        # Whatever their process id: atomic_path only deletes temporaries of dead processes, and a
+        # restarted container's build often runs under the killed one's pid.
         remove_temp_files(out)
     (out / WORK_DIR).mkdir(exist_ok=True)
     write_json_atomic(out / WORK_DIR / "build.json", stamp)
